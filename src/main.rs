@@ -1,7 +1,19 @@
+//! packd's entry point: parse arguments, dispatch, map errors to exit codes. Nothing else.
+
+mod cli;
 mod pack;
-fn main() {
-    let dirs: Vec<std::path::PathBuf> = std::env::args().skip(1).map(Into::into).collect();
-    for l in pack::load_dirs(&dirs, &Default::default()) {
-        for d in &l.diagnostics { println!("{d}"); }
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    match cli::run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("packd: error: {err:#}");
+            ExitCode::from(cli::EXIT_FAILED)
+        }
     }
 }

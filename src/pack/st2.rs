@@ -19,20 +19,65 @@ use super::yaml::Doc;
 use super::{Cx, str_field};
 
 const ACTION_KEYS: &[&str] = &[
-    "name", "runner_type", "description", "enabled", "entry_point", "pack", "parameters",
-    "output_schema", "notify", "tags", "metadata_file", "id", "ref", "uid",
+    "name",
+    "runner_type",
+    "description",
+    "enabled",
+    "entry_point",
+    "pack",
+    "parameters",
+    "output_schema",
+    "notify",
+    "tags",
+    "metadata_file",
+    "id",
+    "ref",
+    "uid",
 ];
 const RULE_KEYS: &[&str] = &[
-    "name", "pack", "description", "enabled", "trigger", "criteria", "action", "type", "context",
-    "tags", "metadata_file", "id", "ref", "uid",
+    "name",
+    "pack",
+    "description",
+    "enabled",
+    "trigger",
+    "criteria",
+    "action",
+    "type",
+    "context",
+    "tags",
+    "metadata_file",
+    "id",
+    "ref",
+    "uid",
 ];
 const ALIAS_KEYS: &[&str] = &[
-    "name", "pack", "description", "enabled", "action_ref", "formats", "ack", "result", "extra",
-    "immutable_parameters", "metadata_file", "id", "ref", "uid",
+    "name",
+    "pack",
+    "description",
+    "enabled",
+    "action_ref",
+    "formats",
+    "ack",
+    "result",
+    "extra",
+    "immutable_parameters",
+    "metadata_file",
+    "id",
+    "ref",
+    "uid",
 ];
 const POLICY_KEYS: &[&str] = &[
-    "name", "pack", "description", "enabled", "resource_ref", "policy_type", "parameters",
-    "metadata_file", "id", "ref", "uid",
+    "name",
+    "pack",
+    "description",
+    "enabled",
+    "resource_ref",
+    "policy_type",
+    "parameters",
+    "metadata_file",
+    "id",
+    "ref",
+    "uid",
 ];
 
 /// StackStorm's minimum sensor poll interval (`MINIMUM_POLL_INTERVAL`).
@@ -40,14 +85,45 @@ pub const MIN_POLL_INTERVAL: u64 = 4;
 
 /// Criteria operator names st2 registers (lower case, as registration requires).
 pub const OPERATORS: &[&str] = &[
-    "equals", "eq", "nequals", "neq", "iequals", "ieq", "contains", "ncontains", "icontains",
-    "incontains", "startswith", "istartswith", "endswith", "iendswith", "lessthan", "lt",
-    "greaterthan", "gt", "matchwildcard", "matchregex", "regex", "iregex", "timediff_lt", "td_lt",
-    "timediff_gt", "td_gt", "exists", "nexists", "inside", "in", "ninside", "nin", "search",
+    "equals",
+    "eq",
+    "nequals",
+    "neq",
+    "iequals",
+    "ieq",
+    "contains",
+    "ncontains",
+    "icontains",
+    "incontains",
+    "startswith",
+    "istartswith",
+    "endswith",
+    "iendswith",
+    "lessthan",
+    "lt",
+    "greaterthan",
+    "gt",
+    "matchwildcard",
+    "matchregex",
+    "regex",
+    "iregex",
+    "timediff_lt",
+    "td_lt",
+    "timediff_gt",
+    "td_gt",
+    "exists",
+    "nexists",
+    "inside",
+    "in",
+    "ninside",
+    "nin",
+    "search",
 ];
 
 fn pack_ref_ok(s: &str) -> bool {
-    !s.is_empty() && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
 /// st2's semver check (`PackAPI`), after `normalize_pack_version` (`0.2` → `0.2.0`).
@@ -58,7 +134,10 @@ pub fn normalize_version(v: &Value) -> Result<String, String> {
         Value::Null => return Err("is required".into()),
         other => return Err(format!("must be a string, found {other}")),
     };
-    let s = if s.matches('.').count() == 1 && s.split('.').all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit())) {
+    let s = if s.matches('.').count() == 1
+        && s.split('.')
+            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
+    {
         format!("{s}.0")
     } else {
         s
@@ -68,7 +147,13 @@ pub fn normalize_version(v: &Value) -> Result<String, String> {
         Regex::new(r"^(?:0|[1-9]\d*)\.(?:0|[1-9]\d*)\.(?:0|[1-9]\d*)(?:-[\da-z\-]+(?:\.[\da-z\-]+)*)?(?:\+[\da-z\-]+(?:\.[\da-z\-]+)*)?$")
             .expect("static regex")
     });
-    if re.is_match(&s) { Ok(s) } else { Err(format!("{s:?} is not a semantic version (MAJOR.MINOR.PATCH)")) }
+    if re.is_match(&s) {
+        Ok(s)
+    } else {
+        Err(format!(
+            "{s:?} is not a semantic version (MAJOR.MINOR.PATCH)"
+        ))
+    }
 }
 
 /// Pack ref derivation: `ref`, else the directory name, else `name` — each only if it matches
@@ -76,7 +161,9 @@ pub fn normalize_version(v: &Value) -> Result<String, String> {
 pub fn derive_ref(manifest: &Value, dir_name: &str) -> Result<String, String> {
     let r = if let Some(r) = str_field(manifest, "ref") {
         if !pack_ref_ok(r) {
-            return Err(format!("ref {r:?} may contain only lowercase letters, digits and _"));
+            return Err(format!(
+                "ref {r:?} may contain only lowercase letters, digits and _"
+            ));
         }
         r.to_string()
     } else if pack_ref_ok(dir_name) {
@@ -99,10 +186,20 @@ pub fn load(cx: &mut Cx, manifest: Doc, config_dirs: &[PathBuf]) -> Option<Pack>
     let file = cx.root.join("pack.yaml");
     let m = &manifest.value;
     if !m.is_object() {
-        cx.file_error(&file, Severity::Error, "pack.yaml must be a mapping".into(), None);
+        cx.file_error(
+            &file,
+            Severity::Error,
+            "pack.yaml must be a mapping".into(),
+            None,
+        );
         return None;
     }
-    let dir_name = cx.root.file_name().and_then(|n| n.to_str()).unwrap_or("").to_string();
+    let dir_name = cx
+        .root
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("")
+        .to_string();
     let mut d = cx.at(&file, Some(&manifest));
     let ref_ = match derive_ref(m, &dir_name) {
         Ok(r) => r,
@@ -130,11 +227,11 @@ pub fn load(cx: &mut Cx, manifest: Doc, config_dirs: &[PathBuf]) -> Option<Pack>
     // Config schema and config.
     let schema_file = cx.root.join("config.schema.yaml");
     let mut config_schema = ParamSchema::default();
-    if schema_file.exists() {
-        if let Some(doc) = cx.read(&schema_file) {
-            let mut d = cx.at(&schema_file, Some(&doc));
-            config_schema = ParamSchema::from_flat(&doc.value, "", &mut d);
-        }
+    if schema_file.exists()
+        && let Some(doc) = cx.read(&schema_file)
+    {
+        let mut d = cx.at(&schema_file, Some(&doc));
+        config_schema = ParamSchema::from_flat(&doc.value, "", &mut d);
     }
     let mut config = Value::Object(Map::new());
     let mut config_file = None;
@@ -145,10 +242,10 @@ pub fn load(cx: &mut Cx, manifest: Doc, config_dirs: &[PathBuf]) -> Option<Pack>
             break;
         }
     }
-    if let Some(f) = &config_file {
-        if let Some(doc) = read_config(cx, f) {
-            config = doc;
-        }
+    if let Some(f) = &config_file
+        && let Some(doc) = read_config(cx, f)
+    {
+        config = doc;
     }
     let (resolved, errors) = super::schema::resolve_config(&config_schema, &config);
     // A missing config file is not validated (st2 does the same): required keys then fail at
@@ -190,7 +287,14 @@ pub fn load(cx: &mut Cx, manifest: Doc, config_dirs: &[PathBuf]) -> Option<Pack>
         if let Some(doc) = cx.read(&f) {
             let mut d = cx.at(&f, Some(&doc));
             if let Some(t) = trigger_type(&doc.value, "", &ref_, &f, &mut d) {
-                push_unique(&mut pack.triggers, t, |t| &t.ref_, &f, &mut d, "trigger type");
+                push_unique(
+                    &mut pack.triggers,
+                    t,
+                    |t| &t.ref_,
+                    &f,
+                    &mut d,
+                    "trigger type",
+                );
             }
         }
     }
@@ -203,11 +307,11 @@ pub fn load(cx: &mut Cx, manifest: Doc, config_dirs: &[PathBuf]) -> Option<Pack>
         if f.file_name().and_then(|n| n.to_str()) == Some("config.yaml") {
             continue;
         }
-        if let Some(doc) = cx.read(&f) {
-            if let Some(a) = load_action(cx, &doc, &f, &ref_) {
-                let mut d = cx.at(&f, Some(&doc));
-                push_unique(&mut pack.actions, a, |a| &a.ref_, &f, &mut d, "action");
-            }
+        if let Some(doc) = cx.read(&f)
+            && let Some(a) = load_action(cx, &doc, &f, &ref_)
+        {
+            let mut d = cx.at(&f, Some(&doc));
+            push_unique(&mut pack.actions, a, |a| &a.ref_, &f, &mut d, "action");
         }
     }
     for f in cx.list_yaml("rules") {
@@ -243,17 +347,36 @@ fn read_config(cx: &mut Cx, f: &Path) -> Option<Value> {
         Value::Object(_) => Some(doc.value),
         Value::Null => None,
         _ => {
-            cx.file_error(f, Severity::Error, "a pack config must be a mapping".into(), None);
+            cx.file_error(
+                f,
+                Severity::Error,
+                "a pack config must be a mapping".into(),
+                None,
+            );
             None
         }
     }
 }
 
 /// Add an item unless its ref is taken; a duplicate is an error on the later file.
-pub fn push_unique<T>(items: &mut Vec<T>, item: T, key: impl Fn(&T) -> &String, file: &Path, d: &mut FileDiags, what: &str) {
+pub fn push_unique<T>(
+    items: &mut Vec<T>,
+    item: T,
+    key: impl Fn(&T) -> &String,
+    file: &Path,
+    d: &mut FileDiags,
+    what: &str,
+) {
     if let Some(prev) = items.iter().find(|x| key(x) == key(&item)) {
         let _ = prev;
-        d.error("name", format!("duplicate {what} {:?}: already defined in this pack; this file is skipped ({})", key(&item), file.display()));
+        d.error(
+            "name",
+            format!(
+                "duplicate {what} {:?}: already defined in this pack; this file is skipped ({})",
+                key(&item),
+                file.display()
+            ),
+        );
         return;
     }
     items.push(item);
@@ -274,7 +397,10 @@ fn check_pack_field(v: &Value, pack: &str, d: &mut FileDiags) -> bool {
         None | Some(Value::Null) => true,
         Some(Value::String(p)) if p == pack => true,
         Some(other) => {
-            d.error("pack", format!("is {other} but the file is in pack {pack:?}"));
+            d.error(
+                "pack",
+                format!("is {other} but the file is in pack {pack:?}"),
+            );
             false
         }
     }
@@ -285,7 +411,10 @@ fn bool_field(v: &Value, key: &str, default: bool, d: &mut FileDiags) -> bool {
         None | Some(Value::Null) => default,
         Some(Value::Bool(b)) => *b,
         Some(other) => {
-            d.warn(key, format!("must be true or false, found {other}; using {default}"));
+            d.warn(
+                key,
+                format!("must be true or false, found {other}; using {default}"),
+            );
             default
         }
     }
@@ -416,7 +545,11 @@ pub fn runner_params(runner: &Runner) -> Value {
 
 fn runner_schema(runner: &Runner) -> ParamSchema {
     let mut sink = Vec::new();
-    let mut d = FileDiags { file: Path::new("<runner>"), doc: None, out: &mut sink };
+    let mut d = FileDiags {
+        file: Path::new("<runner>"),
+        doc: None,
+        out: &mut sink,
+    };
     ParamSchema::from_flat(&runner_params(runner), "", &mut d)
 }
 
@@ -425,7 +558,11 @@ fn load_action(cx: &mut Cx, doc: &Doc, f: &Path, pack: &str) -> Option<Action> {
     let root = cx.root.clone();
     let mut workflow_file: Option<PathBuf> = None;
     let action = {
-        let mut d = FileDiags { file: f, doc: Some(doc), out: &mut cx.diags };
+        let mut d = FileDiags {
+            file: f,
+            doc: Some(doc),
+            out: &mut cx.diags,
+        };
         if !as_mapping(v, f, &mut d) {
             return None;
         }
@@ -439,14 +576,25 @@ fn load_action(cx: &mut Cx, doc: &Doc, f: &Path, pack: &str) -> Option<Action> {
             d.error("runner_type", format!("unknown runner {runner_name:?}"));
             return None;
         };
-        let own = ParamSchema::from_flat(v.get("parameters").unwrap_or(&Value::Null), "parameters", &mut d);
+        let own = ParamSchema::from_flat(
+            v.get("parameters").unwrap_or(&Value::Null),
+            "parameters",
+            &mut d,
+        );
         let params = ParamSchema::overlay(runner_schema(&runner), own, "parameters", &mut d);
         if !params.check_positions("parameters", &mut d) {
             return None;
         }
         for p in &params.params {
-            if p.immutable && p.default.is_none() && v.pointer(&format!("/parameters/{}/default", p.name)).is_none() {
-                d.error(&join(&join("parameters", &p.name), "immutable"), "an immutable parameter needs a default");
+            if p.immutable
+                && p.default.is_none()
+                && v.pointer(&format!("/parameters/{}/default", p.name))
+                    .is_none()
+            {
+                d.error(
+                    &join(&join("parameters", &p.name), "immutable"),
+                    "an immutable parameter needs a default",
+                );
                 return None;
             }
         }
@@ -454,7 +602,10 @@ fn load_action(cx: &mut Cx, doc: &Doc, f: &Path, pack: &str) -> Option<Action> {
         let actions_dir = root.join("actions");
         let entry_point = if entry.is_empty() {
             if runner.needs_entry_point() {
-                d.error("entry_point", format!("is required by runner {}", runner.name()));
+                d.error(
+                    "entry_point",
+                    format!("is required by runner {}", runner.name()),
+                );
                 return None;
             }
             None
@@ -488,7 +639,11 @@ fn load_action(cx: &mut Cx, doc: &Doc, f: &Path, pack: &str) -> Option<Action> {
     };
     let mut action = action;
     if let Some(wf) = workflow_file {
-        let kind = if action.runner == Runner::ActionChain { WorkflowKind::ActionChain } else { WorkflowKind::Orquesta };
+        let kind = if action.runner == Runner::ActionChain {
+            WorkflowKind::ActionChain
+        } else {
+            WorkflowKind::Orquesta
+        };
         action.workflow = Some(load_workflow(cx, &wf, kind)?);
     }
     Some(action)
@@ -502,7 +657,12 @@ fn cx_resolve(root: &Path, base: &Path, rel: &str) -> Result<PathBuf, String> {
 /// Parse a workflow file an action points to; kept for the workflow runner.
 pub fn load_workflow(cx: &mut Cx, file: &Path, kind: WorkflowKind) -> Option<Workflow> {
     if !file.exists() {
-        cx.file_error(file, Severity::Error, "workflow file named by entry_point does not exist".into(), None);
+        cx.file_error(
+            file,
+            Severity::Error,
+            "workflow file named by entry_point does not exist".into(),
+            None,
+        );
         return None;
     }
     let doc = cx.read(file)?;
@@ -510,12 +670,18 @@ pub fn load_workflow(cx: &mut Cx, file: &Path, kind: WorkflowKind) -> Option<Wor
     let ok = match kind {
         WorkflowKind::ActionChain => check_chain(&doc.value, &mut d),
         WorkflowKind::Orquesta => check_orquesta(&doc.value, &mut d),
-        WorkflowKind::Attune => doc.value.get("tasks").is_some() || {
-            d.error("tasks", "is required in a workflow");
-            false
-        },
+        WorkflowKind::Attune => {
+            doc.value.get("tasks").is_some() || {
+                d.error("tasks", "is required in a workflow");
+                false
+            }
+        }
     };
-    ok.then(|| Workflow { kind, file: file.to_path_buf(), definition: doc.value })
+    ok.then(|| Workflow {
+        kind,
+        file: file.to_path_buf(),
+        definition: doc.value,
+    })
 }
 
 fn check_chain(v: &Value, d: &mut FileDiags) -> bool {
@@ -554,7 +720,10 @@ fn check_orquesta(v: &Value, d: &mut FileDiags) -> bool {
     match v.get("tasks") {
         Some(Value::Object(_)) => true,
         _ => {
-            d.error("tasks", "is required and must be a mapping of task names to tasks");
+            d.error(
+                "tasks",
+                "is required and must be a mapping of task names to tasks",
+            );
             false
         }
     }
@@ -563,12 +732,20 @@ fn check_orquesta(v: &Value, d: &mut FileDiags) -> bool {
 fn load_sensor(cx: &mut Cx, doc: &Doc, f: &Path, pack: &mut Pack) {
     let v = &doc.value;
     let root = cx.root.clone();
-    let mut d = FileDiags { file: f, doc: Some(doc), out: &mut cx.diags };
+    let mut d = FileDiags {
+        file: f,
+        doc: Some(doc),
+        out: &mut cx.diags,
+    };
     if !as_mapping(v, f, &mut d) || !check_pack_field(v, &pack.ref_, &mut d) {
         return;
     }
-    let Some(class_name) = required_str(v, "class_name", &mut d).map(str::to_string) else { return };
-    let Some(entry) = required_str(v, "entry_point", &mut d) else { return };
+    let Some(class_name) = required_str(v, "class_name", &mut d).map(str::to_string) else {
+        return;
+    };
+    let Some(entry) = required_str(v, "entry_point", &mut d) else {
+        return;
+    };
     let base = f.parent().unwrap_or(&root).to_path_buf();
     let entry_point = match cx_resolve(&root, &base, entry) {
         Ok(p) => p,
@@ -586,7 +763,10 @@ fn load_sensor(cx: &mut Cx, doc: &Doc, f: &Path, pack: &mut Pack) {
                 return;
             }
             None => {
-                d.error("poll_interval", format!("must be a number of seconds, found {p}"));
+                d.error(
+                    "poll_interval",
+                    format!("must be a number of seconds, found {p}"),
+                );
                 return;
             }
         },
@@ -596,16 +776,29 @@ fn load_sensor(cx: &mut Cx, doc: &Doc, f: &Path, pack: &mut Pack) {
         match list.as_array() {
             Some(items) => {
                 for (i, t) in items.iter().enumerate() {
-                    if let Some(tt) = trigger_type(t, &format!("trigger_types.{i}"), &pack.ref_, f, &mut d) {
+                    if let Some(tt) =
+                        trigger_type(t, &format!("trigger_types.{i}"), &pack.ref_, f, &mut d)
+                    {
                         trigger_refs.push(tt.ref_.clone());
-                        push_unique(&mut pack.triggers, tt, |t| &t.ref_, f, &mut d, "trigger type");
+                        push_unique(
+                            &mut pack.triggers,
+                            tt,
+                            |t| &t.ref_,
+                            f,
+                            &mut d,
+                            "trigger type",
+                        );
                     }
                 }
             }
             None => d.error("trigger_types", "must be a list"),
         }
     }
-    let kind = if entry.ends_with(".py") { SensorKind::St2Python } else { SensorKind::JsonLines };
+    let kind = if entry.ends_with(".py") {
+        SensorKind::St2Python
+    } else {
+        SensorKind::JsonLines
+    };
     let sensor = Sensor {
         ref_: format!("{}.{class_name}", pack.ref_),
         pack: pack.ref_.clone(),
@@ -621,7 +814,13 @@ fn load_sensor(cx: &mut Cx, doc: &Doc, f: &Path, pack: &mut Pack) {
     push_unique(&mut pack.sensors, sensor, |s| &s.ref_, f, &mut d, "sensor");
 }
 
-fn trigger_type(v: &Value, field: &str, pack: &str, f: &Path, d: &mut FileDiags) -> Option<TriggerType> {
+fn trigger_type(
+    v: &Value,
+    field: &str,
+    pack: &str,
+    f: &Path,
+    d: &mut FileDiags,
+) -> Option<TriggerType> {
     if !v.is_object() {
         d.error(field, "a trigger type must be a mapping");
         return None;
@@ -636,14 +835,20 @@ fn trigger_type(v: &Value, field: &str, pack: &str, f: &Path, d: &mut FileDiags)
     if let Some(Value::String(p)) = v.get("pack")
         && p != pack
     {
-        d.error(&join(field, "pack"), format!("is {p:?} but the file is in pack {pack:?}"));
+        d.error(
+            &join(field, "pack"),
+            format!("is {p:?} but the file is in pack {pack:?}"),
+        );
         return None;
     }
     let schema = |k: &str, d: &mut FileDiags| match v.get(k) {
         None | Some(Value::Null) => json!({}),
         Some(s @ Value::Object(_)) => s.clone(),
         Some(other) => {
-            d.warn(&join(field, k), format!("must be a mapping (a JSON schema), found {other}; ignored"));
+            d.warn(
+                &join(field, k),
+                format!("must be a mapping (a JSON schema), found {other}; ignored"),
+            );
             json!({})
         }
     };
@@ -668,20 +873,30 @@ fn load_rule(v: &Value, pack: &str, f: &Path, d: &mut FileDiags) -> Option<Rule>
         return None;
     }
     let Some(trigger) = v.get("trigger").filter(|t| t.is_object()) else {
-        d.error("trigger", "is required: {type: <trigger ref>, parameters: {...}}");
+        d.error(
+            "trigger",
+            "is required: {type: <trigger ref>, parameters: {...}}",
+        );
         return None;
     };
     let Some(trigger_ref) = str_field(trigger, "type") else {
         d.error("trigger.type", "is required");
         return None;
     };
-    let trigger_parameters = trigger.get("parameters").cloned().filter(|p| !p.is_null()).unwrap_or(json!({}));
+    let trigger_parameters = trigger
+        .get("parameters")
+        .cloned()
+        .filter(|p| !p.is_null())
+        .unwrap_or(json!({}));
     if !trigger_parameters.is_object() {
         d.error("trigger.parameters", "must be a mapping");
         return None;
     }
     let Some(action) = v.get("action").filter(|a| a.is_object()) else {
-        d.error("action", "is required: {ref: <action ref>, parameters: {...}}");
+        d.error(
+            "action",
+            "is required: {ref: <action ref>, parameters: {...}}",
+        );
         return None;
     };
     if let Some(obj) = action.as_object() {
@@ -695,7 +910,11 @@ fn load_rule(v: &Value, pack: &str, f: &Path, d: &mut FileDiags) -> Option<Rule>
         d.error("action.ref", "is required");
         return None;
     };
-    let action_parameters = action.get("parameters").cloned().filter(|p| !p.is_null()).unwrap_or(json!({}));
+    let action_parameters = action
+        .get("parameters")
+        .cloned()
+        .filter(|p| !p.is_null())
+        .unwrap_or(json!({}));
     let criteria = match v.get("criteria") {
         None | Some(Value::Null) => Map::new(),
         Some(Value::Object(c)) => c.clone(),
@@ -707,26 +926,43 @@ fn load_rule(v: &Value, pack: &str, f: &Path, d: &mut FileDiags) -> Option<Rule>
     for (key, c) in &criteria {
         let f = join("criteria", key);
         let Some(op) = str_field(c, "type") else {
-            d.error(&join(&f, "type"), "every criterion needs a type (the operator)");
+            d.error(
+                &join(&f, "type"),
+                "every criterion needs a type (the operator)",
+            );
             return None;
         };
         if !OPERATORS.contains(&op) {
-            d.error(&join(&f, "type"), format!("unknown operator {op:?}; known: {}", OPERATORS.join(", ")));
+            d.error(
+                &join(&f, "type"),
+                format!("unknown operator {op:?}; known: {}", OPERATORS.join(", ")),
+            );
             return None;
         }
         if c.get("pattern").is_none_or(Value::is_null) {
-            d.error(&join(&f, "pattern"), "every criterion needs a non-null pattern (even exists/nexists)");
+            d.error(
+                &join(&f, "pattern"),
+                "every criterion needs a non-null pattern (even exists/nexists)",
+            );
             return None;
         }
         if op == "search" {
             if !c.get("pattern").is_some_and(Value::is_object) {
-                d.error(&join(&f, "pattern"), "a search pattern must be a mapping of item criteria");
+                d.error(
+                    &join(&f, "pattern"),
+                    "a search pattern must be a mapping of item criteria",
+                );
                 return None;
             }
             if let Some(cond) = str_field(c, "condition")
                 && !["any", "all", "all2any", "any2any"].contains(&cond)
             {
-                d.error(&join(&f, "condition"), format!("unknown search condition {cond:?}; expected any, all, all2any or any2any"));
+                d.error(
+                    &join(&f, "condition"),
+                    format!(
+                        "unknown search condition {cond:?}; expected any, all, all2any or any2any"
+                    ),
+                );
                 return None;
             }
         }
@@ -735,7 +971,10 @@ fn load_rule(v: &Value, pack: &str, f: &Path, d: &mut FileDiags) -> Option<Rule>
         None | Some("standard") => false,
         Some("backstop") => true,
         Some(other) => {
-            d.error("type.ref", format!("unknown rule type {other:?}; expected standard or backstop"));
+            d.error(
+                "type.ref",
+                format!("unknown rule type {other:?}; expected standard or backstop"),
+            );
             return None;
         }
     };
@@ -782,25 +1021,42 @@ fn load_alias(v: &Value, pack: &str, f: &Path, d: &mut FileDiags) -> Option<Alia
                     params: Vec::new(),
                 },
                 Value::Object(o) => {
-                    let display = o.get("display").and_then(Value::as_str).unwrap_or("").to_string();
+                    let display = o
+                        .get("display")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string();
                     let representations = match o.get("representation") {
                         None | Some(Value::Null) => Vec::new(),
                         Some(Value::String(s)) => vec![s.clone()],
-                        Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).map(str::to_string).collect(),
+                        Some(Value::Array(a)) => a
+                            .iter()
+                            .filter_map(Value::as_str)
+                            .map(str::to_string)
+                            .collect(),
                         Some(other) => {
-                            d.error(&join(&fld, "representation"), format!("must be a string or a list of strings, found {other}"));
+                            d.error(
+                                &join(&fld, "representation"),
+                                format!("must be a string or a list of strings, found {other}"),
+                            );
                             return None;
                         }
                     };
                     AliasFormat {
                         display,
                         representations,
-                        match_multiple: o.get("match_multiple").and_then(Value::as_bool).unwrap_or(false),
+                        match_multiple: o
+                            .get("match_multiple")
+                            .and_then(Value::as_bool)
+                            .unwrap_or(false),
                         params: Vec::new(),
                     }
                 }
                 other => {
-                    d.error(&fld, format!("must be a string or {{display, representation}}, found {other}"));
+                    d.error(
+                        &fld,
+                        format!("must be a string or {{display, representation}}, found {other}"),
+                    );
                     return None;
                 }
             };
@@ -835,11 +1091,17 @@ fn load_alias(v: &Value, pack: &str, f: &Path, d: &mut FileDiags) -> Option<Alia
 /// `{{ name }}` and `{{ name = default }}` placeholders of an alias format, in order.
 pub fn alias_params(format: &str) -> Vec<AliasParam> {
     static RE: std::sync::OnceLock<Regex> = std::sync::OnceLock::new();
-    let re = RE.get_or_init(|| Regex::new(r"\{\{\s*(\w+)\s*(?:=\s*(.*?))?\s*\}\}").expect("static regex"));
+    let re = RE
+        .get_or_init(|| Regex::new(r"\{\{\s*(\w+)\s*(?:=\s*(.*?))?\s*\}\}").expect("static regex"));
     re.captures_iter(format)
         .map(|c| AliasParam {
             name: c[1].to_string(),
-            default: c.get(2).map(|m| m.as_str().trim().trim_matches(|q| q == '"' || q == '\'').to_string()),
+            default: c.get(2).map(|m| {
+                m.as_str()
+                    .trim()
+                    .trim_matches(|q| q == '"' || q == '\'')
+                    .to_string()
+            }),
         })
         .collect()
 }
@@ -862,7 +1124,10 @@ fn load_policy(v: &Value, pack: &str, f: &Path, d: &mut FileDiags) -> Option<Pol
             Some(x) => match x.as_f64() {
                 Some(n) => Some(Some(n)),
                 None => {
-                    d.error(&join("parameters", k), format!("must be a number, found {x}"));
+                    d.error(
+                        &join("parameters", k),
+                        format!("must be a number, found {x}"),
+                    );
                     None
                 }
             },
@@ -878,41 +1143,69 @@ fn load_policy(v: &Value, pack: &str, f: &Path, d: &mut FileDiags) -> Option<Pol
                 None | Some("delay") => false,
                 Some("cancel") => true,
                 Some(other) => {
-                    d.error("parameters.action", format!("must be delay or cancel, found {other:?}"));
+                    d.error(
+                        "parameters.action",
+                        format!("must be delay or cancel, found {other:?}"),
+                    );
                     return None;
                 }
             };
             let attributes: Vec<String> = params
                 .get("attributes")
                 .and_then(Value::as_array)
-                .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_string)
+                        .collect()
+                })
                 .unwrap_or_default();
             if ptype == "action.concurrency.attr" && attributes.is_empty() {
-                d.error("parameters.attributes", "is required for action.concurrency.attr");
+                d.error(
+                    "parameters.attributes",
+                    "is required for action.concurrency.attr",
+                );
                 return None;
             }
-            PolicyKind::Concurrency { threshold: threshold.max(0.0) as u64, cancel, attributes }
+            PolicyKind::Concurrency {
+                threshold: threshold.max(0.0) as u64,
+                cancel,
+                attributes,
+            }
         }
         "action.retry" => {
             let on_timeout = match str_field(&params, "retry_on") {
                 Some("failure") => false,
                 Some("timeout") => true,
                 other => {
-                    d.error("parameters.retry_on", format!("must be failure or timeout, found {other:?}"));
+                    d.error(
+                        "parameters.retry_on",
+                        format!("must be failure or timeout, found {other:?}"),
+                    );
                     return None;
                 }
             };
             let max = num("max_retry_count", d)?.unwrap_or(2.0);
             if !(0.0..=5.0).contains(&max) {
-                d.error("parameters.max_retry_count", format!("must be between 0 and 5, found {max}"));
+                d.error(
+                    "parameters.max_retry_count",
+                    format!("must be between 0 and 5, found {max}"),
+                );
                 return None;
             }
             let delay = num("delay", d)?.unwrap_or(0.0);
             if !(0.0..=120.0).contains(&delay) {
-                d.error("parameters.delay", format!("must be between 0 and 120 seconds, found {delay}"));
+                d.error(
+                    "parameters.delay",
+                    format!("must be between 0 and 120 seconds, found {delay}"),
+                );
                 return None;
             }
-            PolicyKind::Retry { on_timeout, max_retry_count: max as u64, delay }
+            PolicyKind::Retry {
+                on_timeout,
+                max_retry_count: max as u64,
+                delay,
+            }
         }
         other => {
             d.error("policy_type", format!("unknown policy type {other:?}; StackStorm has action.concurrency, action.concurrency.attr and action.retry"));
@@ -936,7 +1229,9 @@ mod tests {
     use expect_test::{Expect, expect};
 
     fn check_ref(manifest: &str, dir: &str, expect: Expect) {
-        let v = super::super::yaml::parse(manifest.as_bytes()).unwrap().value;
+        let v = super::super::yaml::parse(manifest.as_bytes())
+            .unwrap()
+            .value;
         let got = match derive_ref(&v, dir) {
             Ok(r) => r,
             Err(e) => format!("error: {e}"),
@@ -946,16 +1241,36 @@ mod tests {
 
     #[test]
     fn ref_derivation() {
-        check_ref("ref: hello_st2\nname: Hello StackStorm\n", "whatever", expect!["hello_st2"]);
+        check_ref(
+            "ref: hello_st2\nname: Hello StackStorm\n",
+            "whatever",
+            expect!["hello_st2"],
+        );
         check_ref("name: github\n", "stackstorm-github", expect!["github"]);
         check_ref("name: Git Hub\n", "github", expect!["github"]);
-        check_ref("name: Git Hub\n", "stackstorm-github", expect![[r#"error: pack name "Git Hub" contains invalid characters and ref attribute is not available"#]]);
-        check_ref("ref: Bad-Ref\n", "x", expect![[r#"error: ref "Bad-Ref" may contain only lowercase letters, digits and _"#]]);
-        check_ref("ref: _global\n", "x", expect![[r#"error: "_global" is reserved and cannot be a pack ref"#]]);
+        check_ref(
+            "name: Git Hub\n",
+            "stackstorm-github",
+            expect![[
+                r#"error: pack name "Git Hub" contains invalid characters and ref attribute is not available"#
+            ]],
+        );
+        check_ref(
+            "ref: Bad-Ref\n",
+            "x",
+            expect![[r#"error: ref "Bad-Ref" may contain only lowercase letters, digits and _"#]],
+        );
+        check_ref(
+            "ref: _global\n",
+            "x",
+            expect![[r#"error: "_global" is reserved and cannot be a pack ref"#]],
+        );
     }
 
     fn check_version(v: &str, expect: Expect) {
-        let v = super::super::yaml::parse(format!("v: {v}").as_bytes()).unwrap().value;
+        let v = super::super::yaml::parse(format!("v: {v}").as_bytes())
+            .unwrap()
+            .value;
         let got = match normalize_version(&v["v"]) {
             Ok(s) => s,
             Err(e) => format!("error: {e}"),
@@ -968,7 +1283,10 @@ mod tests {
         check_version("0.1.0", expect!["0.1.0"]);
         check_version("0.2", expect!["0.2.0"]);
         check_version("'1.0.0-rc.1+b5'", expect!["1.0.0-rc.1+b5"]);
-        check_version("1.x", expect![[r#"error: "1.x" is not a semantic version (MAJOR.MINOR.PATCH)"#]]);
+        check_version(
+            "1.x",
+            expect![[r#"error: "1.x" is not a semantic version (MAJOR.MINOR.PATCH)"#]],
+        );
     }
 
     #[test]

@@ -1,0 +1,80 @@
+//! The command line: one clap definition for every command, dispatched to one file per command
+//! group. Commands that only read packs work without an agent; commands that act on a running
+//! agent talk to it over its admin socket. This module parses and prints; it owns no state.
+
+pub mod pack;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// packd: run StackStorm and Attune packs on one machine.
+#[derive(Debug, Parser)]
+#[command(name = "packd", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Inspect and check packs.
+    #[command(subcommand)]
+    Pack(pack::PackCmd),
+}
+
+/// Exit codes, as documented in the README: 0 = success, 1 = the thing checked or run failed,
+/// 2 = usage or configuration error (clap uses 2 for usage errors too).
+pub const EXIT_FAILED: u8 = 1;
+pub const EXIT_USAGE: u8 = 2;
+
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Pack(cmd) => pack::run(cmd),
+    }
+}
+
+/// `./packs` (and `./packs/examples` when present) when no `--packs` was given, so the
+/// README's first command runs the shipped packs straight from a checkout.
+pub fn default_packs(dirs: Vec<PathBuf>) -> Vec<PathBuf> {
+    if !dirs.is_empty() {
+        return dirs;
+    }
+    let mut d = vec![PathBuf::from("packs")];
+    if std::path::Path::new("packs/examples").is_dir() {
+        d.push(PathBuf::from("packs/examples"));
+    }
+    d
+}
+
+/// Render rows as an aligned text table with a header.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            if let Some(w) = widths.get_mut(i) {
+                *w = (*w).max(c.chars().count());
+            }
+        }
+    }
+    let mut out = String::new();
+    let line = |cells: &mut dyn Iterator<Item = String>, out: &mut String| {
+        let cells: Vec<String> = cells.collect();
+        let mut l = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                l.push_str(c);
+            } else {
+                l.push_str(&format!("{c:<w$}  ", w = widths[i]));
+            }
+        }
+        out.push_str(l.trim_end());
+        out.push('\n');
+    };
+    line(&mut header.iter().map(|h| h.to_string()), &mut out);
+    for r in rows {
+        line(&mut r.iter().cloned(), &mut out);
+    }
+    out
+}
