@@ -1,7 +1,18 @@
 //! packd's entry point: parse arguments, dispatch, map errors to exit codes. Nothing else.
 
+#[macro_use]
+mod logx;
+
+mod admin;
 mod cli;
+mod engine;
+mod expr;
 mod pack;
+mod registry;
+mod runner;
+mod store;
+#[allow(dead_code)]
+mod timers;
 
 use std::process::ExitCode;
 

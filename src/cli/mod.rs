@@ -2,7 +2,11 @@
 //! group. Commands that only read packs work without an agent; commands that act on a running
 //! agent talk to it over its admin socket. This module parses and prints; it owns no state.
 
+pub mod action;
+pub mod execution;
 pub mod pack;
+pub mod run;
+pub mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -13,15 +17,28 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "packd", version, about, long_about = None, propagate_version = true)]
 pub struct Cli {
+    /// State directory of the agent (database, admin socket, key file).
+    #[arg(long, global = true, env = "PACKD_DATA", default_value = "var")]
+    pub data: PathBuf,
     #[command(subcommand)]
     pub command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the agent: load packs, listen, run executions, until SIGTERM.
+    Serve(serve::ServeArgs),
+    /// Run an action and wait for its result.
+    Run(run::RunArgs),
     /// Inspect and check packs.
     #[command(subcommand)]
     Pack(pack::PackCmd),
+    /// Executions: list, get, cancel.
+    #[command(subcommand)]
+    Execution(execution::ExecutionCmd),
+    /// Actions the running agent knows.
+    #[command(subcommand)]
+    Action(action::ActionCmd),
 }
 
 /// Exit codes, as documented in the README: 0 = success, 1 = the thing checked or run failed,
@@ -30,9 +47,20 @@ pub const EXIT_FAILED: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let data = cli.data;
     match cli.command {
+        Command::Serve(args) => serve::run(args, data),
+        Command::Run(args) => run::run(args, &data),
         Command::Pack(cmd) => pack::run(cmd),
+        Command::Execution(cmd) => execution::run(cmd, &data),
+        Command::Action(cmd) => action::run(cmd, &data),
     }
+}
+
+/// One request to the running agent over its admin socket.
+pub fn call(data: &std::path::Path, req: &serde_json::Value) -> anyhow::Result<serde_json::Value> {
+    let sock = data.join(crate::admin::SOCKET_NAME);
+    crate::admin::call(&sock, req).map_err(anyhow::Error::from)
 }
 
 /// `./packs` (and `./packs/examples` when present) when no `--packs` was given, so the

@@ -217,7 +217,17 @@ impl Cx {
     /// Read and parse one metadata file, refusing symlinks that leave the pack. Problems are
     /// recorded; `None` means the file is skipped.
     pub fn read(&mut self, file: &Path) -> Option<Doc> {
-        if let Err(msg) = self.check_inside(file) {
+        self.read_checked(file, true)
+    }
+
+    /// Read a file the operator placed outside the pack (a `configs/<pack>.yaml`): the same
+    /// limits apply, but it is not required to live inside the pack.
+    pub fn read_operator_file(&mut self, file: &Path) -> Option<Doc> {
+        self.read_checked(file, false)
+    }
+
+    fn read_checked(&mut self, file: &Path, inside: bool) -> Option<Doc> {
+        if let Err(msg) = self.check_inside(file).or_else(|e| if inside { Err(e) } else { Ok(()) }) {
             self.file_error(file, Severity::Error, msg, None);
             return None;
         }

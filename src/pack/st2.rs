@@ -342,7 +342,7 @@ pub fn load(cx: &mut Cx, manifest: Doc, config_dirs: &[PathBuf]) -> Option<Pack>
 }
 
 fn read_config(cx: &mut Cx, f: &Path) -> Option<Value> {
-    let doc = cx.read(f)?;
+    let doc = cx.read_operator_file(f)?;
     match doc.value {
         Value::Object(_) => Some(doc.value),
         Value::Null => None,

@@ -221,9 +221,9 @@ pub async fn run(
         while !(io_done && leader_exited) {
             let wake_at = match phase {
                 Phase::Running => deadline,
-                Phase::Terminating { kill_at } => Some(kill_at),
+                Phase::Terminating { kill_at } => kill_at,
                 Phase::Killed => None,
-                Phase::Draining { until } => Some(until),
+                Phase::Draining { until } => until,
             };
             let cancel_rx = match phase {
                 Phase::Running => cancel.as_ref(),
@@ -274,7 +274,7 @@ pub async fn run(
                         signal_group(guard.pgid, Signal::SIGKILL);
                     }
                     phase = Phase::Draining {
-                        until: Instant::now() + spec.exit_drain,
+                        until: Instant::now().checked_add(spec.exit_drain),
                     };
                 }
                 Event::Timer => match phase {
@@ -337,12 +337,12 @@ enum Event {
 enum Phase {
     /// Waiting for the leader; the deadline applies.
     Running,
-    /// SIGTERM sent; SIGKILL at `kill_at`.
-    Terminating { kill_at: Instant },
+    /// SIGTERM sent; SIGKILL at `kill_at` (`None`: a grace too long to represent).
+    Terminating { kill_at: Option<Instant> },
     /// SIGKILL sent; waiting for the leader to die.
     Killed,
     /// Leader exited; reading what is left of the output until `until`.
-    Draining { until: Instant },
+    Draining { until: Option<Instant> },
 }
 
 fn terminate(pgid: Pid, grace: Duration) -> Phase {
@@ -352,7 +352,7 @@ fn terminate(pgid: Pid, grace: Duration) -> Phase {
     }
     signal_group(pgid, Signal::SIGTERM);
     Phase::Terminating {
-        kill_at: Instant::now() + grace,
+        kill_at: Instant::now().checked_add(grace),
     }
 }
 
@@ -526,7 +526,9 @@ mod tests {
         }
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
         // state is the field after the parenthesised command name
-        stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z'))
+        stat.rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z'))
     }
 
     fn wait_dead(pid: i32) -> bool {
@@ -542,7 +544,9 @@ mod tests {
 
     fn read_pid(path: &std::path::Path) -> i32 {
         let text = std::fs::read_to_string(path).unwrap_or_default();
-        text.trim().parse().unwrap_or_else(|_| panic!("no pid in {text:?}"))
+        text.trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("no pid in {text:?}"))
     }
 
     #[test]
@@ -581,6 +585,17 @@ mod tests {
         assert!(out.stdout.starts_with("y\ny\n"));
         assert_eq!(out.stderr, "done\n");
         assert!(!out.stderr_truncated);
+    }
+
+    #[test]
+    fn default_output_cap_is_enforced() {
+        let spec = sh(&format!("head -c {} /dev/zero", DEFAULT_OUTPUT_CAP + 1));
+        let out = run_blocking(spec);
+        assert!(out.stdout_truncated);
+        assert_eq!(
+            out.stdout.len(),
+            DEFAULT_OUTPUT_CAP + TRUNCATION_MARKER.len()
+        );
     }
 
     #[test]
@@ -644,8 +659,15 @@ mod tests {
         assert!(!out.canceled);
         assert_eq!(out.signal, Some(libc::SIGTERM));
         assert_eq!(out.exit_code, None);
-        assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
-        assert!(wait_dead(read_pid(&pidfile)), "grandchild survived the timeout");
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(
+            wait_dead(read_pid(&pidfile)),
+            "grandchild survived the timeout"
+        );
     }
 
     #[test]
@@ -694,7 +716,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let pidfile = dir.path().join("pid");
         // The background sleep inherits stdout and keeps it open after sh exits.
-        let mut spec = sh(&format!("sleep 100 & echo $! > '{}'; echo bye", pidfile.display()));
+        let mut spec = sh(&format!(
+            "sleep 100 & echo $! > '{}'; echo bye",
+            pidfile.display()
+        ));
         spec.exit_drain = Duration::from_millis(200);
         let started = Instant::now();
         let out = run_blocking(spec);
@@ -717,7 +742,10 @@ mod tests {
         let alive = !dead(pid);
         // Clean up the process this test started.
         let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-        assert!(alive, "a detached daemon must not be killed after a normal exit");
+        assert!(
+            alive,
+            "a detached daemon must not be killed after a normal exit"
+        );
     }
 
     #[test]
@@ -733,7 +761,10 @@ mod tests {
         match smol::block_on(run(spec, None)) {
             Err(e) => {
                 let msg = e.to_string();
-                assert!(msg.starts_with("cannot start /nonexistent/packd-no-such-program: "), "{msg}");
+                assert!(
+                    msg.starts_with("cannot start /nonexistent/packd-no-such-program: "),
+                    "{msg}"
+                );
             }
             Ok(o) => panic!("unexpected success: {o:?}"),
         }
@@ -746,9 +777,11 @@ mod tests {
     }
 
     #[test]
-    fn huge_timeout_does_not_overflow() {
+    fn huge_durations_do_not_overflow() {
         let mut spec = sh("echo x");
         spec.timeout = Duration::MAX;
+        spec.kill_grace = Duration::MAX;
+        spec.exit_drain = Duration::MAX;
         assert_eq!(run_blocking(spec).stdout, "x\n");
     }
 

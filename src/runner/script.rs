@@ -99,9 +99,18 @@ mod tests {
     #[test]
     fn shebang_table() {
         check("#!/bin/sh\necho", expect![[r#"Some(("/bin/sh", None))"#]]);
-        check("#! /usr/bin/env  python3 \n", expect![[r#"Some(("/usr/bin/env", Some("python3")))"#]]);
-        check("#!/bin/bash -e -u\n", expect![[r#"Some(("/bin/bash", Some("-e -u")))"#]]);
-        check("#!/bin/bash\r\nx", expect![[r#"Some(("/bin/bash", None))"#]]);
+        check(
+            "#! /usr/bin/env  python3 \n",
+            expect![[r#"Some(("/usr/bin/env", Some("python3")))"#]],
+        );
+        check(
+            "#!/bin/bash -e -u\n",
+            expect![[r#"Some(("/bin/bash", Some("-e -u")))"#]],
+        );
+        check(
+            "#!/bin/bash\r\nx",
+            expect![[r#"Some(("/bin/bash", None))"#]],
+        );
         check("#!\n", expect!["None"]);
         check("#!   \t\n", expect!["None"]);
         check("echo hi\n", expect!["None"]);
@@ -139,9 +148,15 @@ mod tests {
         assert_eq!((l.program, l.args.len()), (exec.clone(), 0));
         let l = direct_or_interpreter(&plain, sh).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(l.program, PathBuf::from("/usr/bin/env"));
-        assert_eq!(l.args, vec![OsString::from("python3"), plain.into_os_string()]);
+        assert_eq!(
+            l.args,
+            vec![OsString::from("python3"), plain.into_os_string()]
+        );
         let l = via_interpreter(&bare, sh).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!((l.program, l.args), (sh.to_path_buf(), vec![bare.into_os_string()]));
+        assert_eq!(
+            (l.program, l.args),
+            (sh.to_path_buf(), vec![bare.into_os_string()])
+        );
         let l = via_interpreter(&exec, sh).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(l.program, PathBuf::from("/bin/bash"));
         assert!(direct_or_interpreter(&dir.path().join("missing"), sh).is_err());

@@ -296,7 +296,9 @@ mod tests {
         let tampered: String = tampered.into_iter().collect();
         check_decrypt(
             &tampered,
-            expect![[r#"err secret value could not be decrypted: wrong key file, or the value was altered"#]],
+            expect![[
+                r#"err secret value could not be decrypted: wrong key file, or the value was altered"#
+            ]],
         );
         // Another key.
         let other = SecretBox::from_key(&[8u8; KEY_LEN]);
@@ -313,7 +315,10 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text.trim().len(), 64);
         let b = SecretBox::load_or_create(dir.path()).unwrap();
-        assert_eq!(b.decrypt(&a.encrypt("same key").unwrap()).unwrap(), "same key");
+        assert_eq!(
+            b.decrypt(&a.encrypt("same key").unwrap()).unwrap(),
+            "same key"
+        );
     }
 
     #[test]
@@ -323,7 +328,10 @@ mod tests {
         let path = dir.path().join(KEY_FILE_NAME);
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
         let err = SecretBox::load_or_create(dir.path()).unwrap_err();
-        assert!(matches!(err, CryptoError::KeyPermissions { mode: 0o640, .. }));
+        assert!(matches!(
+            err,
+            CryptoError::KeyPermissions { mode: 0o640, .. }
+        ));
         assert!(err.to_string().contains("chmod 600"), "{err}");
     }
 

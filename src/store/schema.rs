@@ -250,7 +250,10 @@ mod tests {
             .unwrap();
         let err = migrate(&mut conn, &path).unwrap_err();
         assert!(matches!(err, StoreError::SchemaTooNew { .. }));
-        assert!(err.to_string().contains("written by a newer packd"), "{err}");
+        assert!(
+            err.to_string().contains("written by a newer packd"),
+            "{err}"
+        );
     }
 
     #[test]

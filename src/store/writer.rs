@@ -236,7 +236,12 @@ mod tests {
     }
 
     /// Parks the writer inside a job until the returned sender is used (or 10 s pass).
-    fn park_writer(store: &Store) -> (mpsc::Sender<()>, smol::channel::Receiver<Result<(), StoreError>>) {
+    fn park_writer(
+        store: &Store,
+    ) -> (
+        mpsc::Sender<()>,
+        smol::channel::Receiver<Result<(), StoreError>>,
+    ) {
         let (started_tx, started_rx) = mpsc::channel();
         let (release_tx, release_rx) = mpsc::channel::<()>();
         let (reply_tx, reply_rx) = smol::channel::bounded(1);
@@ -294,6 +299,7 @@ mod tests {
             .unwrap();
         assert_eq!(listed.len(), 500, "every acknowledged insert is present");
         let stats = store.stats();
+        eprintln!("group commit: {stats:?}");
         assert!(stats.commits < 500, "batching happened: {stats:?}");
         assert!(stats.largest_batch > 1, "{stats:?}");
     }
@@ -301,56 +307,77 @@ mod tests {
     #[test]
     fn a_failing_job_does_not_fail_its_batch() {
         let (_dir, store) = temp_store();
+        let ti_id = store.insert_trigger_instance_blocking(ti(0)).unwrap();
         let (release, parked) = park_writer(&store);
-        // Queue three writes while the writer is parked so they share one transaction; the
-        // middle one names a parent execution that does not exist (foreign key violation).
-        let good = |name: &str| NewExecution {
+        // Queue three writes while the writer is parked so they share one transaction. The
+        // middle one inserts its enforcement and then fails on its execution (the parent does
+        // not exist: foreign key), so only its savepoint can undo the enforcement row.
+        let exec = |name: &str| NewExecution {
             action_ref: name.into(),
             runner: "local-shell-cmd".into(),
             ..Default::default()
         };
-        let bad = NewExecution {
-            parent_id: Some(999_999),
-            ..good("bad")
+        let enforce = |rule: &str, parent_id| NewEnforcement {
+            rule_ref: rule.into(),
+            trigger_instance_id: ti_id,
+            status: EnforcementStatus::Succeeded,
+            failure_reason: None,
+            execution: Some(NewExecution {
+                parent_id,
+                ..exec(rule)
+            }),
         };
         let before = store.stats();
-        let results = smol::block_on(async {
-            let a = store.create_execution(good("a"));
-            let b = store.create_execution(bad);
-            let c = store.create_execution(good("c"));
-            let poll_all = async {
-                smol::future::zip(a, smol::future::zip(b, c)).await
-            };
-            let release_later = async {
-                smol::Timer::after(Duration::from_millis(50)).await;
-                release.send(()).unwrap();
-                std::future::pending::<()>().await
-            };
-            smol::future::or(poll_all, async {
-                release_later.await;
-                unreachable!()
-            })
-            .await
-        });
+        let calls: Vec<_> = [
+            enforce("a", None),
+            enforce("bad", Some(999_999)),
+            enforce("c", None),
+        ]
+        .into_iter()
+        .map(|new| {
+            let store = store.clone();
+            std::thread::spawn(move || store.create_enforcement_with_execution_blocking(new))
+        })
+        .collect();
+        while store.inner.queue.len() < 3 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        release.send(()).unwrap();
+        let results: Vec<_> = calls.into_iter().map(|t| t.join().unwrap()).collect();
         parked.recv_blocking().unwrap().unwrap();
-        let (a, (b, c)) = results;
-        let (a, c) = (a.unwrap(), c.unwrap());
-        assert!(matches!(b, Err(StoreError::Sqlite(_))), "{b:?}");
+        assert!(
+            matches!(results[0], Ok(Enforced::Created { .. })),
+            "{results:?}"
+        );
+        assert!(
+            matches!(results[1], Err(StoreError::Sqlite(_))),
+            "{results:?}"
+        );
+        assert!(
+            matches!(results[2], Ok(Enforced::Created { .. })),
+            "{results:?}"
+        );
         let after = store.stats();
         assert_eq!(after.commits - before.commits, 2, "parked job + one batch");
         assert_eq!(after.failed_jobs - before.failed_jobs, 1);
-        assert_eq!(
-            store.get_execution_blocking(a).unwrap().unwrap().action_ref,
-            "a"
+        let rules: Vec<String> = store
+            .list_enforcements_blocking(EnforcementFilter::default())
+            .unwrap()
+            .into_iter()
+            .map(|e| e.rule_ref)
+            .collect();
+        assert_eq!(rules.len(), 2, "{rules:?}");
+        assert!(
+            !rules.contains(&"bad".to_owned()),
+            "the failed job left nothing behind"
         );
-        assert_eq!(
-            store.get_execution_blocking(c).unwrap().unwrap().action_ref,
-            "c"
-        );
-        let all = store
+        let actions: Vec<String> = store
             .list_executions_blocking(ExecutionFilter::default())
-            .unwrap();
-        assert_eq!(all.len(), 2, "the bad insert left nothing behind");
+            .unwrap()
+            .into_iter()
+            .map(|e| e.action_ref)
+            .collect();
+        assert_eq!(actions.len(), 2, "{actions:?}");
     }
 
     #[test]
@@ -399,7 +426,12 @@ mod tests {
         // try_* refuses at once.
         let busy = smol::block_on(store.try_insert_trigger_instance(ti(0)));
         assert!(
-            matches!(busy, Err(StoreError::Busy { capacity: WRITE_QUEUE_CAPACITY })),
+            matches!(
+                busy,
+                Err(StoreError::Busy {
+                    capacity: WRITE_QUEUE_CAPACITY
+                })
+            ),
             "{busy:?}"
         );
         // The async variant waits for room instead of failing.

@@ -56,7 +56,9 @@ impl ManualClock {
     // A poisoned lock only means another thread panicked while holding it; the Timestamp inside
     // is still a valid value, so keep going rather than propagate the panic.
     fn lock(&self) -> MutexGuard<'_, Timestamp> {
-        self.now.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.now
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 

@@ -290,7 +290,13 @@ fn parse_expr(field: ApField, item: &str) -> Result<Expr, String> {
         return Ok(Expr::All { step });
     }
 
-    if lower.starts_with(|c: char| c.is_ascii_digit()) {
+    // APScheduler's RangeExpression regex is anchored at both ends: only digits, `-` and `/`.
+    // Anything else ("2nd mon") belongs to the field's word forms below.
+    if lower.starts_with(|c: char| c.is_ascii_digit())
+        && lower
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b == b'-' || b == b'/')
+    {
         let (range, step) = match lower.split_once('/') {
             Some((range, step)) => (range, Some(step)),
             None => (lower.as_str(), None),
@@ -365,7 +371,12 @@ fn parse_named_range(text: &str, names: &[&str], base: u32) -> Result<Expr, Stri
             .iter()
             .position(|n| *n == name)
             .map(|i| i as u32 + base)
-            .ok_or_else(|| format!("unknown name {name:?} (expected one of {})", names.join(",")))
+            .ok_or_else(|| {
+                format!(
+                    "unknown name {name:?} (expected one of {})",
+                    names.join(",")
+                )
+            })
     };
     let (first, last) = match text.split_once('-') {
         Some((a, b)) => (index(a)?, index(b)?),
@@ -391,7 +402,9 @@ fn parse_day_word(text: &str) -> Result<Expr, String> {
     }
     let mut words = text.split_whitespace();
     let (Some(position), Some(weekday), None) = (words.next(), words.next(), words.next()) else {
-        return Err("unrecognized expression (expected a number, range, \"last\" or \"xth day\")".into());
+        return Err(
+            "unrecognized expression (expected a number, range, \"last\" or \"xth day\")".into(),
+        );
     };
     let nth = if position == "last" {
         LAST_POSITION
@@ -697,56 +710,171 @@ mod tests {
         check(json!({"month": 6}), expect![["0 0 0 1 6 * *"]]);
         // week and day_of_week default to `*` even after the last given field.
         check(json!({"year": 2027}), expect![["0 0 0 1 1 * 2027"]]);
-        check(json!({"day_of_week": 0, "hour": 9}), expect![["0 0 9 * * 1 *"]]);
-        check(json!({"day_of_week": "mon-fri", "hour": "8-18/2"}), expect![["0 0 8-18/2 * * 1-5 *"]]);
-        check(json!({"day_of_week": "sat-sun"}), expect![["0 0 0 * * 6-7 *"]]);
-        check(json!({"day_of_week": "sun,3"}), expect![["0 0 0 * * 0,4 *"]]);
-        check(json!({"day_of_week": "*/2"}), expect![["0 0 0 * * 1,3,5,0 *"]]);
+        check(
+            json!({"day_of_week": 0, "hour": 9}),
+            expect![["0 0 9 * * 1 *"]],
+        );
+        check(
+            json!({"day_of_week": "mon-fri", "hour": "8-18/2"}),
+            expect![["0 0 8-18/2 * * 1-5 *"]],
+        );
+        check(
+            json!({"day_of_week": "sat-sun"}),
+            expect![["0 0 0 * * 6-7 *"]],
+        );
+        check(
+            json!({"day_of_week": "sun,3"}),
+            expect![["0 0 0 * * 0,4 *"]],
+        );
+        check(
+            json!({"day_of_week": "*/2"}),
+            expect![["0 0 0 * * 1,3,5,0 *"]],
+        );
         check(json!({"day_of_week": "4-6"}), expect![["0 0 0 * * 5-7 *"]]);
         check(json!({"day": "last"}), expect![["0 0 0 L * * *"]]);
-        check(json!({"day": "1,15,last", "hour": 12}), expect![["0 0 12 1,15,L * * *"]]);
+        check(
+            json!({"day": "1,15,last", "hour": 12}),
+            expect![["0 0 12 1,15,L * * *"]],
+        );
         check(json!({"day": "last fri"}), expect![["0 0 0 * * 5L *"]]);
         check(json!({"day": "2nd mon"}), expect![["0 0 0 * * 1#2 *"]]);
-        check(json!({"day": "1st sun, last sun"}), expect![["0 0 0 * * 0#1,0L *"]]);
-        check(json!({"day": "1,last fri"}), expect![["0 0 0 * * * * + post-filter"]]);
-        check(json!({"day": "2nd mon", "day_of_week": "fri"}), expect![["0 0 0 * * 5 * + post-filter"]]);
-        check(json!({"week": 10}), expect![["0 0 0 * * * * + post-filter"]]);
+        check(
+            json!({"day": "1st sun, last sun"}),
+            expect![["0 0 0 * * 0#1,0L *"]],
+        );
+        check(
+            json!({"day": "1,last fri"}),
+            expect![["0 0 0 * * * * + post-filter"]],
+        );
+        check(
+            json!({"day": "2nd mon", "day_of_week": "fri"}),
+            expect![["0 0 0 * * 5 * + post-filter"]],
+        );
+        check(
+            json!({"week": 10}),
+            expect![["0 0 0 * * * * + post-filter"]],
+        );
         check(json!({"week": "*", "hour": 1}), expect![["0 0 1 * * * *"]]);
-        check(json!({"year": "2027-2028", "month": "feb", "day": 29}), expect![["0 0 0 29 2 * 2027-2028"]]);
+        check(
+            json!({"year": "2027-2028", "month": "feb", "day": 29}),
+            expect![["0 0 0 29 2 * 2027-2028"]],
+        );
         check(json!({"year": "*/4"}), expect![["0 0 0 1 1 * 1970-5000/4"]]);
-        check(json!({"month": "jan-mar,Dec", "day": "5/10"}), expect![["0 0 0 5-31/10 1-3,12 * *"]]);
+        check(
+            json!({"month": "jan-mar,Dec", "day": "5/10"}),
+            expect![["0 0 0 5-31/10 1-3,12 * *"]],
+        );
         check(json!({"minute": "*, 5"}), expect![["0 * * * * * *"]]);
-        check(json!({"hour": "9-17", "minute": "0,30", "timezone": "Europe/Berlin"}), expect![["0 0,30 9-17 * * * *"]]);
+        check(
+            json!({"hour": "9-17", "minute": "0,30", "timezone": "Europe/Berlin"}),
+            expect![["0 0,30 9-17 * * * *"]],
+        );
 
         // Errors name the field and the reason.
-        check(json!({"hour": 24}), expect![[r#"error: hour: "24": 24 is above the maximum 23"#]]);
-        check(json!({"minute": "*/60"}), expect![[r#"error: minute: "*/60": step 60 is larger than the range it steps through (59)"#]]);
-        check(json!({"second": "*/0"}), expect![[r#"error: second: "*/0": step must be greater than 0"#]]);
-        check(json!({"hour": "5-3"}), expect![[r#"error: hour: "5-3": range start 5 is above its end 3"#]]);
-        check(json!({"day": 0}), expect![[r#"error: day: "0": 0 is below the minimum 1"#]]);
-        check(json!({"day": "6th mon"}), expect![[r#"error: day: "6th mon": unknown position "6th" (expected 1st..5th or last)"#]]);
-        check(json!({"day": "last frd"}), expect![[r#"error: day: "last frd": unknown weekday "frd" (expected mon..sun)"#]]);
-        check(json!({"day_of_week": 7}), expect![[r#"error: day_of_week: "7": 7 is above the maximum 6"#]]);
-        check(json!({"day_of_week": "mon-fri/2"}), expect![[r#"error: day_of_week: "mon-fri/2": unknown name "fri/2" (expected one of mon,tue,wed,thu,fri,sat,sun)"#]]);
-        check(json!({"month": "foo"}), expect![[r#"error: month: "foo": unknown name "foo" (expected one of jan,feb,mar,apr,may,jun,jul,aug,sep,oct,nov,dec)"#]]);
-        check(json!({"year": 1969}), expect![[r#"error: year: "1969": 1969 is below the minimum 1970"#]]);
-        check(json!({"year": 9999}), expect![[r#"error: year: "9999": 9999 is above the maximum 5000"#]]);
-        check(json!({"week": 54}), expect![[r#"error: week: "54": 54 is above the maximum 53"#]]);
-        check(json!({"hour": "1,,2"}), expect![[r#"error: hour: empty item in "1,,2""#]]);
-        check(json!({"hour": ""}), expect![[r#"error: hour: empty item in """#]]);
-        check(json!({"hour": -1}), expect![[r#"error: hour: "-1": unrecognized expression"#]]);
-        check(json!({"hour": "99999999999"}), expect![[r#"error: hour: "99999999999": "99999999999" is not a number"#]]);
-        check(json!({"hour": 1.5}), expect![["error: hour: must be a string or an integer"]]);
-        check(json!({"hour": true}), expect![["error: hour: must be a string or an integer"]]);
-        check(json!({"minute": 5, "hours": 1}), expect![["error: hours: unknown parameter (allowed: timezone, year, month, day, week, day_of_week, hour, minute, second)"]]);
-        check(json!({"timezone": "Mars/Olympus"}), expect![[r#"error: timezone: unknown time zone "Mars/Olympus""#]]);
+        check(
+            json!({"hour": 24}),
+            expect![[r#"error: hour: "24": 24 is above the maximum 23"#]],
+        );
+        check(
+            json!({"minute": "*/60"}),
+            expect![[
+                r#"error: minute: "*/60": step 60 is larger than the range it steps through (59)"#
+            ]],
+        );
+        check(
+            json!({"second": "*/0"}),
+            expect![[r#"error: second: "*/0": step must be greater than 0"#]],
+        );
+        check(
+            json!({"hour": "5-3"}),
+            expect![[r#"error: hour: "5-3": range start 5 is above its end 3"#]],
+        );
+        check(
+            json!({"day": 0}),
+            expect![[r#"error: day: "0": 0 is below the minimum 1"#]],
+        );
+        check(
+            json!({"day": "6th mon"}),
+            expect![[
+                r#"error: day: "6th mon": unknown position "6th" (expected 1st..5th or last)"#
+            ]],
+        );
+        check(
+            json!({"day": "last frd"}),
+            expect![[r#"error: day: "last frd": unknown weekday "frd" (expected mon..sun)"#]],
+        );
+        check(
+            json!({"day_of_week": 7}),
+            expect![[r#"error: day_of_week: "7": 7 is above the maximum 6"#]],
+        );
+        check(
+            json!({"day_of_week": "mon-fri/2"}),
+            expect![[
+                r#"error: day_of_week: "mon-fri/2": unknown name "fri/2" (expected one of mon,tue,wed,thu,fri,sat,sun)"#
+            ]],
+        );
+        check(
+            json!({"month": "foo"}),
+            expect![[
+                r#"error: month: "foo": unknown name "foo" (expected one of jan,feb,mar,apr,may,jun,jul,aug,sep,oct,nov,dec)"#
+            ]],
+        );
+        check(
+            json!({"year": 1969}),
+            expect![[r#"error: year: "1969": 1969 is below the minimum 1970"#]],
+        );
+        check(
+            json!({"year": 9999}),
+            expect![[r#"error: year: "9999": 9999 is above the maximum 5000"#]],
+        );
+        check(
+            json!({"week": 54}),
+            expect![[r#"error: week: "54": 54 is above the maximum 53"#]],
+        );
+        check(
+            json!({"hour": "1,,2"}),
+            expect![[r#"error: hour: empty item in "1,,2""#]],
+        );
+        check(
+            json!({"hour": ""}),
+            expect![[r#"error: hour: empty item in """#]],
+        );
+        check(
+            json!({"hour": -1}),
+            expect![[r#"error: hour: "-1": unrecognized expression"#]],
+        );
+        check(
+            json!({"hour": "99999999999"}),
+            expect![[r#"error: hour: "99999999999": "99999999999" is not a number"#]],
+        );
+        check(
+            json!({"hour": 1.5}),
+            expect![["error: hour: must be a string or an integer"]],
+        );
+        check(
+            json!({"hour": true}),
+            expect![["error: hour: must be a string or an integer"]],
+        );
+        check(
+            json!({"minute": 5, "hours": 1}),
+            expect![[
+                "error: hours: unknown parameter (allowed: timezone, year, month, day, week, day_of_week, hour, minute, second)"
+            ]],
+        );
+        check(
+            json!({"timezone": "Mars/Olympus"}),
+            expect![[r#"error: timezone: unknown time zone "Mars/Olympus""#]],
+        );
     }
 
     #[test]
     fn field_text_longer_than_limit_is_refused() {
         let long = "1,".repeat(MAX_FIELD_LEN / 2) + "1";
         assert!(long.len() > MAX_FIELD_LEN);
-        check(json!({ "minute": long }), expect![["error: minute: longer than 256 bytes"]]);
+        check(
+            json!({ "minute": long }),
+            expect![["error: minute: longer than 256 bytes"]],
+        );
         let ok = "1,".repeat(MAX_FIELD_LEN / 2 - 1) + "1";
         assert!(ok.len() <= MAX_FIELD_LEN);
         assert!(st2(json!({ "minute": ok })).is_ok());
@@ -768,7 +896,11 @@ mod tests {
             match spec.next_after(after, after) {
                 Some(next) => {
                     assert!(next > after, "not increasing: {next} after {after}");
-                    out.push(next.to_zoned(zone.clone()).strftime("%a %F %T%:z").to_string());
+                    out.push(
+                        next.to_zoned(zone.clone())
+                            .strftime("%a %F %T%:z")
+                            .to_string(),
+                    );
                     after = next;
                 }
                 None => {
@@ -788,28 +920,123 @@ mod tests {
 
     #[test]
     fn apscheduler_next_fire_times() {
-        check_fires(json!({}), 3, expect![["Thu 2026-01-01 00:00:01+00:00 | Thu 2026-01-01 00:00:02+00:00 | Thu 2026-01-01 00:00:03+00:00"]]);
-        check_fires(json!({"hour": 5}), 2, expect![["Thu 2026-01-01 05:00:00+00:00 | Fri 2026-01-02 05:00:00+00:00"]]);
-        check_fires(json!({"minute": "*/15"}), 3, expect![["Thu 2026-01-01 00:15:00+00:00 | Thu 2026-01-01 00:30:00+00:00 | Thu 2026-01-01 00:45:00+00:00"]]);
-        check_fires(json!({"day_of_week": 0, "hour": 9}), 2, expect![["Mon 2026-01-05 09:00:00+00:00 | Mon 2026-01-12 09:00:00+00:00"]]);
-        check_fires(json!({"day_of_week": "sat-sun", "hour": 8}), 3, expect![["Sat 2026-01-03 08:00:00+00:00 | Sun 2026-01-04 08:00:00+00:00 | Sat 2026-01-10 08:00:00+00:00"]]);
-        check_fires(json!({"day": "last"}), 3, expect![["Sat 2026-01-31 00:00:00+00:00 | Sat 2026-02-28 00:00:00+00:00 | Tue 2026-03-31 00:00:00+00:00"]]);
-        check_fires(json!({"day": "last fri"}), 3, expect![["Fri 2026-01-30 00:00:00+00:00 | Fri 2026-02-27 00:00:00+00:00 | Fri 2026-03-27 00:00:00+00:00"]]);
-        check_fires(json!({"day": "2nd mon"}), 3, expect![["Mon 2026-01-12 00:00:00+00:00 | Mon 2026-02-09 00:00:00+00:00 | Mon 2026-03-09 00:00:00+00:00"]]);
-        check_fires(json!({"day": "5th fri"}), 2, expect![["Fri 2026-01-30 00:00:00+00:00 | Fri 2026-05-29 00:00:00+00:00"]]);
-        check_fires(json!({"day": "1,last fri"}), 4, expect![["Fri 2026-01-30 00:00:00+00:00 | Sun 2026-02-01 00:00:00+00:00 | Fri 2026-02-27 00:00:00+00:00 | Sun 2026-03-01 00:00:00+00:00"]]);
-        check_fires(json!({"day": "last fri,last sat", "day_of_week": "sat"}), 2, expect![["Sat 2026-01-31 00:00:00+00:00 | Sat 2026-02-28 00:00:00+00:00"]]);
+        check_fires(
+            json!({}),
+            3,
+            expect![[
+                "Thu 2026-01-01 00:00:01+00:00 | Thu 2026-01-01 00:00:02+00:00 | Thu 2026-01-01 00:00:03+00:00"
+            ]],
+        );
+        check_fires(
+            json!({"hour": 5}),
+            2,
+            expect![["Thu 2026-01-01 05:00:00+00:00 | Fri 2026-01-02 05:00:00+00:00"]],
+        );
+        check_fires(
+            json!({"minute": "*/15"}),
+            3,
+            expect![[
+                "Thu 2026-01-01 00:15:00+00:00 | Thu 2026-01-01 00:30:00+00:00 | Thu 2026-01-01 00:45:00+00:00"
+            ]],
+        );
+        check_fires(
+            json!({"day_of_week": 0, "hour": 9}),
+            2,
+            expect![["Mon 2026-01-05 09:00:00+00:00 | Mon 2026-01-12 09:00:00+00:00"]],
+        );
+        check_fires(
+            json!({"day_of_week": "sat-sun", "hour": 8}),
+            3,
+            expect![[
+                "Sat 2026-01-03 08:00:00+00:00 | Sun 2026-01-04 08:00:00+00:00 | Sat 2026-01-10 08:00:00+00:00"
+            ]],
+        );
+        check_fires(
+            json!({"day": "last"}),
+            3,
+            expect![[
+                "Sat 2026-01-31 00:00:00+00:00 | Sat 2026-02-28 00:00:00+00:00 | Tue 2026-03-31 00:00:00+00:00"
+            ]],
+        );
+        check_fires(
+            json!({"day": "last fri"}),
+            3,
+            expect![[
+                "Fri 2026-01-30 00:00:00+00:00 | Fri 2026-02-27 00:00:00+00:00 | Fri 2026-03-27 00:00:00+00:00"
+            ]],
+        );
+        check_fires(
+            json!({"day": "2nd mon"}),
+            3,
+            expect![[
+                "Mon 2026-01-12 00:00:00+00:00 | Mon 2026-02-09 00:00:00+00:00 | Mon 2026-03-09 00:00:00+00:00"
+            ]],
+        );
+        check_fires(
+            json!({"day": "5th fri"}),
+            2,
+            expect![["Fri 2026-01-30 00:00:00+00:00 | Fri 2026-05-29 00:00:00+00:00"]],
+        );
+        check_fires(
+            json!({"day": "1,last fri"}),
+            4,
+            expect![[
+                "Fri 2026-01-30 00:00:00+00:00 | Sun 2026-02-01 00:00:00+00:00 | Fri 2026-02-27 00:00:00+00:00 | Sun 2026-03-01 00:00:00+00:00"
+            ]],
+        );
+        check_fires(
+            json!({"day": "last fri,last sat", "day_of_week": "sat"}),
+            2,
+            expect![["Sat 2026-01-31 00:00:00+00:00 | Sat 2026-02-28 00:00:00+00:00"]],
+        );
         // week 10 of 2026 is Mon 2 Mar .. Sun 8 Mar.
-        check_fires(json!({"week": 10}), 2, expect![["Mon 2026-03-02 00:00:00+00:00 | Tue 2026-03-03 00:00:00+00:00"]]);
-        check_fires(json!({"week": 10, "day_of_week": "sun", "hour": 12}), 2, expect![["Sun 2026-03-08 12:00:00+00:00 | Sun 2027-03-14 12:00:00+00:00"]]);
+        check_fires(
+            json!({"week": 10}),
+            2,
+            expect![["Mon 2026-03-02 00:00:00+00:00 | Tue 2026-03-03 00:00:00+00:00"]],
+        );
+        check_fires(
+            json!({"week": 10, "day_of_week": "sun", "hour": 12}),
+            2,
+            expect![["Sun 2026-03-08 12:00:00+00:00 | Sun 2027-03-14 12:00:00+00:00"]],
+        );
         // 2026 has an ISO week 53 (Mon 28 Dec .. Sun 3 Jan 2027); the next one is in 2032.
-        check_fires(json!({"week": 53, "day_of_week": "mon"}), 2, expect![["Mon 2026-12-28 00:00:00+00:00 | Mon 2032-12-27 00:00:00+00:00"]]);
-        check_fires(json!({"year": "2027-2028", "month": "feb", "day": 29}), 2, expect![["Tue 2028-02-29 00:00:00+00:00 | none"]]);
-        check_fires(json!({"month": "jan-mar,Dec", "day": 1, "hour": 6}), 4, expect![["Thu 2026-01-01 06:00:00+00:00 | Sun 2026-02-01 06:00:00+00:00 | Sun 2026-03-01 06:00:00+00:00 | Tue 2026-12-01 06:00:00+00:00"]]);
-        check_fires(json!({"year": "*/4"}), 2, expect![["Sat 2028-01-01 00:00:00+00:00 | Thu 2032-01-01 00:00:00+00:00"]]);
-        check_fires(json!({"hour": 9, "timezone": "Asia/Shanghai"}), 2, expect![["Thu 2026-01-01 09:00:00+08:00 | Fri 2026-01-02 09:00:00+08:00"]]);
+        check_fires(
+            json!({"week": 53, "day_of_week": "mon"}),
+            2,
+            expect![["Mon 2026-12-28 00:00:00+00:00 | Mon 2032-12-27 00:00:00+00:00"]],
+        );
+        check_fires(
+            json!({"year": "2027-2028", "month": "feb", "day": 29}),
+            2,
+            expect![["Tue 2028-02-29 00:00:00+00:00 | none"]],
+        );
+        check_fires(
+            json!({"month": "jan-mar,Dec", "day": 1, "hour": 6}),
+            4,
+            expect![[
+                "Thu 2026-01-01 06:00:00+00:00 | Sun 2026-02-01 06:00:00+00:00 | Sun 2026-03-01 06:00:00+00:00 | Tue 2026-12-01 06:00:00+00:00"
+            ]],
+        );
+        // Steps count from APScheduler's minimum year 1970: 2026, 2030, 2034 ...
+        check_fires(
+            json!({"year": "*/4"}),
+            2,
+            expect![["Tue 2030-01-01 00:00:00+00:00 | Sun 2034-01-01 00:00:00+00:00"]],
+        );
+        check_fires(
+            json!({"hour": 9, "timezone": "Asia/Shanghai"}),
+            2,
+            expect![["Thu 2026-01-01 09:00:00+08:00 | Fri 2026-01-02 09:00:00+08:00"]],
+        );
+        // Never satisfiable: croner runs out of years (5000) and the answer is "none".
+        check_fires(json!({"month": 2, "day": 31}), 1, expect![["none"]]);
         // Never satisfiable: the second Monday is never a Friday.
-        check_fires(json!({"day": "2nd mon", "day_of_week": "fri"}), 1, expect![["none"]]);
+        check_fires(
+            json!({"day": "2nd mon", "day_of_week": "fri"}),
+            1,
+            expect![["none"]],
+        );
     }
 
     #[test]
@@ -858,11 +1085,17 @@ mod tests {
         // 5 fields (no seconds) are refused, like Attune's scheduler.
         expect![["error: expression: Invalid pattern: Pattern must have 6 or 7 fields when seconds are required and years are optional."]]
             .assert_eq(&show("0 * * * *", None, 1));
-        expect![["error: expression: Invalid pattern: Pattern must have 6 or 7 fields when seconds are required and years are optional."]]
+        expect![["error: expression: CronPattern cannot be an empty string."]]
             .assert_eq(&show("", None, 1));
-        expect![["error: expression: Component error: Number out of bounds."]]
-            .assert_eq(&show("0 0 25 * * *", None, 1));
-        expect![["error: expression: longer than 256 bytes"]]
-            .assert_eq(&show(&"0 ".repeat(200), None, 1));
+        expect![["error: expression: Component error: Number out of bounds."]].assert_eq(&show(
+            "0 0 25 * * *",
+            None,
+            1,
+        ));
+        expect![["error: expression: longer than 256 bytes"]].assert_eq(&show(
+            &"0 ".repeat(200),
+            None,
+            1,
+        ));
     }
 }

@@ -78,3 +78,123 @@ pub fn corpus() -> Option<PathBuf> {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus");
     p.is_dir().then_some(p)
 }
+
+/// A free loopback port (bound then released; fine for tests).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// The repository's shipped packs directory.
+pub fn shipped_packs() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("packs")
+}
+
+/// A running `packd serve` in a temporary data directory; killed when dropped.
+pub struct Agent {
+    pub child: std::process::Child,
+    pub data: PathBuf,
+    pub port: u16,
+    pub log: PathBuf,
+}
+
+impl Agent {
+    /// Start the agent with `packs` directories and extra arguments; wait until it answers.
+    pub fn start(dir: &Dir, packs: &[&Path], extra: &[&str]) -> Agent {
+        let data = dir.join("var");
+        Agent::start_with_data(&data, packs, extra, free_port())
+    }
+
+    pub fn start_with_data(data: &Path, packs: &[&Path], extra: &[&str], port: u16) -> Agent {
+        std::fs::create_dir_all(data).unwrap();
+        let log = data.join(format!("agent-{}.log", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()));
+        let logf = std::fs::File::create(&log).unwrap();
+        let mut cmd = packd();
+        cmd.arg("--data").arg(data).arg("serve").arg("--listen").arg(format!("127.0.0.1:{port}"));
+        for p in packs {
+            cmd.arg("--packs").arg(p);
+        }
+        cmd.args(extra);
+        cmd.stdout(logf.try_clone().unwrap()).stderr(logf);
+        let child = cmd.spawn().expect("start agent");
+        let mut a = Agent { child, data: data.to_path_buf(), port, log };
+        a.wait_ready();
+        a
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("agent exited early with {status}: {}", self.log_text());
+            }
+            let o = self.cli(&["execution", "list", "--json"]);
+            if o.status.success() {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "agent not ready: {}", self.log_text());
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// Run a CLI command against this agent.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        packd().arg("--data").arg(&self.data).args(args).output().expect("run cli")
+    }
+
+    /// Run a CLI command that prints JSON and parse it (panics with the output otherwise).
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let o = self.cli(args);
+        serde_json::from_str(&stdout(&o)).unwrap_or_else(|e| panic!("{args:?}: {e}\nstdout: {}\nstderr: {}", stdout(&o), stderr(&o)))
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL, no cleanup: for crash tests.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        self.child.wait().expect("wait")
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while std::time::Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Poll `f` until it returns `Some` or `timeout` passes.
+pub fn wait_for<T>(timeout: std::time::Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if std::time::Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

@@ -1,0 +1,269 @@
+//! The agent: one process that loads packs, keeps the store, listens for admin requests (and,
+//! in later layers, webhooks, timers and sensors), and runs executions.
+//!
+//! Everything runs on one local executor on the main thread: the engine state lives in
+//! `RefCell`s that are only touched from there, so nothing needs a lock. Blocking work
+//! (template rendering that may read the datastore, HTTP requests) goes to the blocking pool;
+//! child processes are always spawned from the main thread. SQL runs on the store's own threads.
+
+pub mod exec;
+pub mod http_runner;
+pub mod kv;
+pub mod ops;
+pub mod params;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use serde_json::{Map, Value, json};
+use smol::LocalExecutor;
+
+use crate::expr::TemplateEnv;
+use crate::pack::{self, LoadOptions, Severity};
+use crate::registry::Registry;
+use crate::store::{self, ExecStatus, NewExecution, Store, StoreOptions};
+
+/// Executions running at once, unless configured. Two cores: more parallel children mostly
+/// adds contention; executions beyond this wait in `scheduled`.
+pub const DEFAULT_MAX_CONCURRENT: usize = 16;
+
+/// How long shutdown waits for canceled executions to finish before leaving them to be marked
+/// `abandoned` at the next start.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Everything `serve` needs, already validated.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub data_dir: PathBuf,
+    pub packs: Vec<PathBuf>,
+    pub configs: Vec<PathBuf>,
+    pub listen: SocketAddr,
+    pub output_cap: usize,
+    pub max_concurrent: usize,
+    pub synchronous: store::Synchronous,
+}
+
+impl Settings {
+    pub fn socket_path(&self) -> PathBuf {
+        self.data_dir.join(crate::admin::SOCKET_NAME)
+    }
+    pub fn shim_dir(&self) -> PathBuf {
+        self.data_dir.join("python")
+    }
+    pub fn api_url(&self) -> String {
+        format!("http://{}/api/v1", self.listen)
+    }
+}
+
+pub struct Agent {
+    pub settings: Settings,
+    pub store: Store,
+    registry: RefCell<Arc<Registry>>,
+    pub templates: Arc<TemplateEnv>,
+    pub slots: smol::lock::Semaphore,
+    /// Cancel senders of running executions.
+    pub running: RefCell<HashMap<i64, smol::channel::Sender<()>>>,
+    /// Clients waiting for an execution to finish.
+    waiters: RefCell<HashMap<i64, Vec<smol::channel::Sender<()>>>>,
+    pub ex: Rc<LocalExecutor<'static>>,
+}
+
+impl Agent {
+    pub fn registry(&self) -> Arc<Registry> {
+        self.registry.borrow().clone()
+    }
+
+    pub fn swap_registry(&self, r: Registry) {
+        *self.registry.borrow_mut() = Arc::new(r);
+    }
+
+    /// Resolve parameters (off the executor: templates may read the datastore), store the
+    /// execution as `requested`, and start it. Errors mean nothing was stored or started.
+    pub async fn request(self: &Rc<Self>, action_ref: &str, supplied: Map<String, Value>, context: Value, origin: exec::Origin) -> Result<i64, RequestError> {
+        let reg = self.registry();
+        let (pack, action) = reg.action(action_ref).ok_or_else(|| RequestError::NotFound(action_ref.to_string()))?;
+        if !action.enabled {
+            return Err(RequestError::Invalid(format!("Unable to execute. Action {action_ref} is disabled.")));
+        }
+        let pack = pack.clone();
+        let action = action.clone();
+        let env = self.templates.clone();
+        let store = self.store.clone();
+        let (a2, p2, ctx2) = (action.clone(), pack.clone(), context.clone());
+        let resolved = smol::unblock(move || {
+            let cx = params::Context { trigger: None, action_context: ctx2, config: p2.config.clone(), extra: Map::new() };
+            let kv = kv::StoreKv(store);
+            params::resolve(&a2, supplied, &cx, &env, Some(&kv))
+        })
+        .await
+        .map_err(|e| RequestError::Invalid(e.to_string()))?;
+        let id = self
+            .store
+            .create_execution(NewExecution {
+                action_ref: action.ref_.clone(),
+                runner: action.runner.name().to_string(),
+                status: ExecStatus::Requested,
+                parameters: Value::Object(resolved.masked.clone()),
+                context,
+                parent_id: None,
+            })
+            .await
+            .map_err(|e| RequestError::Internal(e.to_string()))?;
+        let _ = self.store.set_execution_status(id, ExecStatus::Scheduled, None).await;
+        crate::log_info!("execution {id} {} requested", action.ref_);
+        self.ex.spawn(exec::run(self.clone(), id, pack, action, resolved.values, origin)).detach();
+        Ok(id)
+    }
+
+    /// Wait until execution `id` is finished (returns at once if it already is).
+    pub async fn wait(&self, id: i64) {
+        let (tx, rx) = smol::channel::bounded(1);
+        self.waiters.borrow_mut().entry(id).or_default().push(tx);
+        // It may have finished before we registered.
+        if let Ok(Some(e)) = self.store.get_execution(id).await
+            && e.status.is_terminal()
+        {
+            return;
+        }
+        let _ = rx.recv().await;
+    }
+
+    async fn finished(&self, id: i64) {
+        if let Some(ws) = self.waiters.borrow_mut().remove(&id) {
+            for w in ws {
+                let _ = w.try_send(());
+            }
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error("action {0:?} not found")]
+    NotFound(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// Load every pack; report problems to the log. Returns the registry.
+pub fn load_registry(settings: &Settings, generation: u64) -> Registry {
+    let loaded = pack::load_dirs(&settings.packs, &LoadOptions { config_dirs: settings.configs.clone() });
+    for l in &loaded {
+        for d in &l.diagnostics {
+            match d.severity {
+                Severity::Error => crate::log_error!("{d}"),
+                Severity::Warning => crate::log_warn!("{d}"),
+            }
+        }
+    }
+    Registry::new(loaded.into_iter().filter_map(|l| l.pack), generation)
+}
+
+/// Run the agent until SIGTERM or SIGINT.
+pub fn serve(settings: Settings) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&settings.data_dir).with_context(|| format!("cannot create data directory {}", settings.data_dir.display()))?;
+    let store = Store::open(&settings.data_dir, StoreOptions { synchronous: settings.synchronous, ..StoreOptions::default() })
+        .with_context(|| format!("cannot open the store in {}", settings.data_dir.display()))?;
+    let abandoned = store.abandon_running_blocking().context("cannot mark interrupted executions")?;
+    if !abandoned.is_empty() {
+        crate::log_warn!("{} execution(s) were running when the agent stopped and are now abandoned: {abandoned:?}", abandoned.len());
+    }
+    crate::runner::shim::install_python_shim(&settings.shim_dir()).context("cannot write the Python shim")?;
+    let registry = load_registry(&settings, 1);
+    crate::log_info!(
+        "loaded {} pack(s): {}",
+        registry.packs.len(),
+        registry.packs.keys().cloned().collect::<Vec<_>>().join(", ")
+    );
+    let socket = settings.socket_path();
+    let listener = bind_socket(&socket)?;
+    let ex = Rc::new(LocalExecutor::new());
+    let agent = Rc::new(Agent {
+        slots: smol::lock::Semaphore::new(settings.max_concurrent.max(1)),
+        settings,
+        store: store.clone(),
+        registry: RefCell::new(Arc::new(registry)),
+        templates: Arc::new(TemplateEnv::new()),
+        running: RefCell::new(HashMap::new()),
+        waiters: RefCell::new(HashMap::new()),
+        ex: ex.clone(),
+    });
+    let handler = Rc::new(ops::Ops { agent: agent.clone() });
+    ex.spawn(crate::admin::serve(ex.clone(), listener, handler)).detach();
+    let signals = async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int])
+        .context("cannot install signal handlers")?;
+    crate::log_info!("ready: admin socket {}", socket.display());
+    smol::block_on(ex.run(async {
+        use smol::stream::StreamExt;
+        let mut signals = signals;
+        if let Some(Ok(sig)) = signals.next().await {
+            crate::log_info!("received {sig:?}, shutting down");
+        }
+        shutdown(&agent).await;
+    }));
+    let _ = std::fs::remove_file(&socket);
+    store.close();
+    Ok(())
+}
+
+async fn shutdown(agent: &Rc<Agent>) {
+    let running: Vec<(i64, smol::channel::Sender<()>)> = agent.running.borrow().iter().map(|(k, v)| (*k, v.clone())).collect();
+    for (id, tx) in &running {
+        crate::log_info!("canceling execution {id} for shutdown");
+        let _ = agent.store.request_cancel(*id).await;
+        let _ = tx.try_send(());
+    }
+    let deadline = std::time::Instant::now() + SHUTDOWN_GRACE;
+    while !agent.running.borrow().is_empty() && std::time::Instant::now() < deadline {
+        smol::Timer::after(Duration::from_millis(50)).await;
+    }
+}
+
+/// Bind the admin socket with mode 0600, replacing a stale socket file left by a crash (but
+/// never one a live agent still answers on).
+fn bind_socket(path: &Path) -> anyhow::Result<smol::net::unix::UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            anyhow::bail!("another packd agent is already running with this data directory ({} answers)", path.display());
+        }
+        std::fs::remove_file(path).with_context(|| format!("cannot remove stale socket {}", path.display()))?;
+    }
+    let l = std::os::unix::net::UnixListener::bind(path).with_context(|| format!("cannot bind admin socket {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    l.set_nonblocking(true)?;
+    Ok(smol::net::unix::UnixListener::try_from(l)?)
+}
+
+/// A stored execution as the CLI and API show it: RFC 3339 times, the action ref.
+pub fn execution_json(e: &store::Execution) -> Value {
+    json!({
+        "id": e.id,
+        "action": e.action_ref,
+        "runner": e.runner,
+        "status": e.status.as_str(),
+        "parameters": e.parameters,
+        "context": e.context,
+        "result": e.result,
+        "exit_code": e.exit_code,
+        "error": e.error,
+        "parent_id": e.parent_id,
+        "enforcement_id": e.enforcement_id,
+        "created_at": time(e.created_at),
+        "started_at": e.started_at.map(time),
+        "finished_at": e.finished_at.map(time),
+        "log": e.log.iter().map(|c| json!({"status": c.status, "at": time(c.at)})).collect::<Vec<_>>(),
+    })
+}
+
+pub fn time(us: i64) -> String {
+    jiff::Timestamp::from_microsecond(us).map(|t| t.to_string()).unwrap_or_else(|_| us.to_string())
+}

@@ -1,0 +1,250 @@
+//! What each admin request does. The admin module frames requests; this maps them onto the
+//! agent (run, executions, actions, datastore). Every answer is JSON; secrets are masked unless
+//! a datastore request asks to decrypt.
+
+use std::rc::Rc;
+
+use serde_json::{Map, Value, json};
+
+use super::{Agent, RequestError, exec, execution_json};
+use crate::admin::{Handler, OpError, OpFuture};
+use crate::expr::cli_cast;
+use crate::store::{ExecStatus, ExecutionFilter, KvFilter, KvSet};
+
+pub struct Ops {
+    pub agent: Rc<Agent>,
+}
+
+impl Handler for Ops {
+    fn handle(self: Rc<Self>, req: Value) -> OpFuture {
+        Box::pin(async move {
+            let op = req.get("op").and_then(Value::as_str).unwrap_or("").to_string();
+            match op.as_str() {
+                "ping" => Ok(json!({"version": env!("CARGO_PKG_VERSION"), "pid": std::process::id()})),
+                "run" => self.run(&req).await,
+                "execution.get" => self.execution_get(&req).await,
+                "execution.list" => self.execution_list(&req).await,
+                "execution.cancel" => self.execution_cancel(&req).await,
+                "action.list" => Ok(self.action_list()),
+                "action.get" => self.action_get(&req),
+                "kv.get" => self.kv_get(&req).await,
+                "kv.set" => self.kv_set(&req).await,
+                "kv.delete" => self.kv_delete(&req).await,
+                "kv.list" => self.kv_list(&req).await,
+                other => Err(OpError::invalid(format!("unknown op {other:?}"))),
+            }
+        })
+    }
+}
+
+fn str_arg<'a>(req: &'a Value, key: &str) -> Result<&'a str, OpError> {
+    req.get(key).and_then(Value::as_str).ok_or_else(|| OpError::invalid(format!("{key:?} is required")))
+}
+
+fn id_arg(req: &Value) -> Result<i64, OpError> {
+    match req.get("id") {
+        Some(Value::Number(n)) => n.as_i64().ok_or_else(|| OpError::invalid("id must be a whole number")),
+        Some(Value::String(s)) => s.trim().parse().map_err(|_| OpError::invalid(format!("{s:?} is not an execution id"))),
+        _ => Err(OpError::invalid("\"id\" is required")),
+    }
+}
+
+fn store_err(e: crate::store::StoreError) -> OpError {
+    OpError::internal(e.to_string())
+}
+
+/// StackStorm scope names (`st2kv.system`, `system`, `st2kv.user`, `user`) → the store's.
+fn scope(req: &Value) -> Result<&'static str, OpError> {
+    match req.get("scope").and_then(Value::as_str).unwrap_or("system") {
+        "system" | "st2kv.system" => Ok(super::kv::SCOPE_SYSTEM),
+        "user" | "st2kv.user" => Ok(super::kv::SCOPE_USER),
+        other => Err(OpError::invalid(format!("unknown scope {other:?}; use system or user"))),
+    }
+}
+
+impl Ops {
+    async fn run(&self, req: &Value) -> Result<Value, OpError> {
+        let action_ref = str_arg(req, "action")?;
+        let reg = self.agent.registry();
+        let (_, action) = reg.action(action_ref).ok_or_else(|| OpError::not_found(format!("action {action_ref:?} not found")))?;
+        let mut supplied: Map<String, Value> = match req.get("parameters") {
+            Some(Value::Object(m)) => m.clone(),
+            None | Some(Value::Null) => Map::new(),
+            Some(_) => return Err(OpError::invalid("\"parameters\" must be an object")),
+        };
+        // Raw `key=value` words from the CLI, cast by the parameter's declared type the way
+        // `st2 run` does (repeated keys append for arrays).
+        if let Some(Value::Array(args)) = req.get("args") {
+            for pair in args {
+                let (Some(k), Some(v)) = (pair.get(0).and_then(Value::as_str), pair.get(1).and_then(Value::as_str)) else {
+                    return Err(OpError::invalid("args must be [key, value] pairs"));
+                };
+                let ty = action.parameters.get(k).and_then(|p| p.ty).map(|t| t.as_str());
+                let previous = supplied.remove(k);
+                let cast = cli_cast(ty, v, previous).map_err(|e| OpError::invalid(format!("parameter {k:?}: {e}")))?;
+                supplied.insert(k.to_string(), cast);
+            }
+        }
+        let user = req.get("user").and_then(Value::as_str).unwrap_or("stanley").to_string();
+        let context = json!({"user": user, "source": "cli"});
+        let id = self.agent.request(action_ref, supplied, context, exec::Origin::default()).await.map_err(|e| match e {
+            RequestError::NotFound(m) => OpError::not_found(format!("action {m:?} not found")),
+            RequestError::Invalid(m) => OpError::invalid(m),
+            RequestError::Internal(m) => OpError::internal(m),
+        })?;
+        if req.get("wait").and_then(Value::as_bool).unwrap_or(true) {
+            self.agent.wait(id).await;
+        }
+        self.get(id).await
+    }
+
+    async fn get(&self, id: i64) -> Result<Value, OpError> {
+        match self.agent.store.get_execution(id).await.map_err(store_err)? {
+            Some(e) => {
+                let mut v = execution_json(&e);
+                v["stdout"] = Value::String(e.stdout);
+                v["stderr"] = Value::String(e.stderr);
+                Ok(v)
+            }
+            None => Err(OpError::not_found(format!("execution {id} not found"))),
+        }
+    }
+
+    async fn execution_get(&self, req: &Value) -> Result<Value, OpError> {
+        self.get(id_arg(req)?).await
+    }
+
+    async fn execution_list(&self, req: &Value) -> Result<Value, OpError> {
+        let status = match req.get("status").and_then(Value::as_str) {
+            Some(s) => Some(ExecStatus::parse(s).ok_or_else(|| OpError::invalid(format!("unknown status {s:?}")))?),
+            None => None,
+        };
+        let filter = ExecutionFilter {
+            action_ref: req.get("action").and_then(Value::as_str).map(str::to_string),
+            status,
+            limit: req.get("limit").and_then(Value::as_u64).unwrap_or(50) as usize,
+            ..ExecutionFilter::default()
+        };
+        let list = self.agent.store.list_executions(filter).await.map_err(store_err)?;
+        Ok(Value::Array(
+            list.iter()
+                .map(|e| {
+                    json!({
+                        "id": e.id,
+                        "action": e.action_ref,
+                        "status": e.status.as_str(),
+                        "exit_code": e.exit_code,
+                        "created_at": super::time(e.created_at),
+                        "started_at": e.started_at.map(super::time),
+                        "finished_at": e.finished_at.map(super::time),
+                    })
+                })
+                .collect(),
+        ))
+    }
+
+    async fn execution_cancel(&self, req: &Value) -> Result<Value, OpError> {
+        let id = id_arg(req)?;
+        let outcome = self.agent.store.request_cancel(id).await.map_err(|e| match e {
+            crate::store::StoreError::NotFound { .. } => OpError::not_found(format!("execution {id} not found")),
+            other => store_err(other),
+        })?;
+        if let Some(tx) = self.agent.running.borrow().get(&id) {
+            let _ = tx.try_send(());
+        }
+        Ok(json!({"id": id, "outcome": format!("{outcome:?}").to_lowercase()}))
+    }
+
+    fn action_list(&self) -> Value {
+        let reg = self.agent.registry();
+        Value::Array(
+            reg.actions()
+                .map(|(p, a)| json!({"ref": a.ref_, "pack": p.ref_, "runner": a.runner.name(), "enabled": a.enabled, "description": a.description}))
+                .collect(),
+        )
+    }
+
+    fn action_get(&self, req: &Value) -> Result<Value, OpError> {
+        let r = str_arg(req, "ref")?;
+        let reg = self.agent.registry();
+        let (_, a) = reg.action(r).ok_or_else(|| OpError::not_found(format!("action {r:?} not found")))?;
+        Ok(json!({
+            "ref": a.ref_,
+            "pack": a.pack,
+            "name": a.name,
+            "description": a.description,
+            "enabled": a.enabled,
+            "runner": a.runner.name(),
+            "entry_point": a.entry_point,
+            "parameters": a.parameters.to_json_schema(),
+            "output_schema": a.output_schema,
+            "timeout": a.timeout,
+            "metadata_file": a.metadata_file,
+        }))
+    }
+
+    async fn kv_get(&self, req: &Value) -> Result<Value, OpError> {
+        let name = str_arg(req, "name")?;
+        let decrypt = req.get("decrypt").and_then(Value::as_bool).unwrap_or(false);
+        let e = self.agent.store.kv_get(scope(req)?, name, decrypt).await.map_err(store_err)?;
+        if req.get("full").and_then(Value::as_bool) == Some(true) {
+            return Ok(e.map(|e| kv_json(&e)).unwrap_or(Value::Null));
+        }
+        Ok(e.map(|e| Value::String(e.value)).unwrap_or(Value::Null))
+    }
+
+    async fn kv_set(&self, req: &Value) -> Result<Value, OpError> {
+        let name = str_arg(req, "name")?.to_string();
+        let value = match req.get("value") {
+            Some(Value::String(s)) => s.clone(),
+            // StackStorm stores strings only; other JSON is serialised, as `st2 key load -c` does.
+            Some(v) if !v.is_null() => v.to_string(),
+            _ => return Err(OpError::invalid("\"value\" is required")),
+        };
+        let ttl = match req.get("ttl") {
+            None | Some(Value::Null) => None,
+            Some(t) => Some(std::time::Duration::from_secs(
+                t.as_u64().filter(|t| *t > 0).ok_or_else(|| OpError::invalid("ttl must be a positive number of seconds"))?,
+            )),
+        };
+        let secret = req.get("secret").and_then(Value::as_bool).unwrap_or(false);
+        let change = self
+            .agent
+            .store
+            .kv_set(KvSet { scope: scope(req)?.to_string(), name: name.clone(), value, secret, encrypted: false, ttl })
+            .await
+            .map_err(|e| OpError::invalid(e.to_string()))?;
+        Ok(json!({"name": name, "change": format!("{change:?}").split(['{', ' ']).next().unwrap_or("").to_lowercase()}))
+    }
+
+    async fn kv_delete(&self, req: &Value) -> Result<Value, OpError> {
+        let name = str_arg(req, "name")?;
+        let gone = self.agent.store.kv_delete(scope(req)?, name).await.map_err(store_err)?;
+        if gone.is_none() && req.get("strict").and_then(Value::as_bool) == Some(true) {
+            return Err(OpError::not_found(format!("key {name:?} not found")));
+        }
+        Ok(json!({"name": name, "deleted": gone.is_some()}))
+    }
+
+    async fn kv_list(&self, req: &Value) -> Result<Value, OpError> {
+        let filter = KvFilter {
+            scope: Some(scope(req)?.to_string()),
+            prefix: req.get("prefix").and_then(Value::as_str).map(str::to_string),
+            decrypt: req.get("decrypt").and_then(Value::as_bool).unwrap_or(false),
+            ..KvFilter::default()
+        };
+        let list = self.agent.store.kv_list(filter).await.map_err(store_err)?;
+        Ok(Value::Array(list.iter().map(kv_json).collect()))
+    }
+}
+
+fn kv_json(e: &crate::store::KvEntry) -> Value {
+    json!({
+        "name": e.name,
+        "value": e.value,
+        "secret": e.secret,
+        "scope": e.scope,
+        "expire_timestamp": e.expires_at.map(super::time),
+        "updated_at": super::time(e.updated_at),
+    })
+}

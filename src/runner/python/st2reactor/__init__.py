@@ -1,0 +1,1 @@
+"""packd's StackStorm compatibility shim for ``st2reactor`` (sensor base classes)."""

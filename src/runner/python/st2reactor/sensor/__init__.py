@@ -1,0 +1,1 @@
+"""``st2reactor.sensor``: sensor base classes (packd shim)."""
