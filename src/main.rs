@@ -7,6 +7,7 @@ mod admin;
 mod cli;
 mod engine;
 mod expr;
+mod http;
 mod pack;
 mod registry;
 mod runner;

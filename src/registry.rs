@@ -38,7 +38,10 @@ impl Registry {
     }
 
     pub fn from_arcs(packs: impl IntoIterator<Item = Arc<Pack>>, generation: u64) -> Registry {
-        let mut r = Registry { generation, ..Registry::default() };
+        let mut r = Registry {
+            generation,
+            ..Registry::default()
+        };
         for p in packs {
             let pr = p.ref_.clone();
             for (i, a) in p.actions.iter().enumerate() {
@@ -48,11 +51,17 @@ impl Registry {
                 r.triggers.entry(t.ref_.clone()).or_insert((pr.clone(), i));
             }
             for (i, rule) in p.rules.iter().enumerate().filter(|(_, r)| r.enabled) {
-                r.rules_by_trigger.entry(rule.trigger.clone()).or_default().push((pr.clone(), i));
+                r.rules_by_trigger
+                    .entry(rule.trigger.clone())
+                    .or_default()
+                    .push((pr.clone(), i));
                 if rule.trigger == WEBHOOK_TRIGGER
                     && let Some(url) = rule.trigger_parameters.get("url").and_then(|u| u.as_str())
                 {
-                    r.webhooks.entry(normalize_hook(url)).or_default().push((pr.clone(), i));
+                    r.webhooks
+                        .entry(normalize_hook(url))
+                        .or_default()
+                        .push((pr.clone(), i));
                 }
             }
             r.packs.insert(pr, p);
@@ -71,7 +80,9 @@ impl Registry {
     }
 
     pub fn actions(&self) -> impl Iterator<Item = (&Arc<Pack>, &Action)> {
-        self.packs.values().flat_map(|p| p.actions.iter().map(move |a| (p, a)))
+        self.packs
+            .values()
+            .flat_map(|p| p.actions.iter().map(move |a| (p, a)))
     }
 
     pub fn trigger_type(&self, r: &str) -> Option<&TriggerType> {
@@ -83,7 +94,10 @@ impl Registry {
         self.packs.values().flat_map(|p| p.triggers.iter())
     }
 
-    fn resolve<'a>(&'a self, keys: &'a [(String, usize)]) -> impl Iterator<Item = (&'a Arc<Pack>, &'a Rule)> + 'a {
+    fn resolve<'a>(
+        &'a self,
+        keys: &'a [(String, usize)],
+    ) -> impl Iterator<Item = (&'a Arc<Pack>, &'a Rule)> + 'a {
         keys.iter().filter_map(|(p, i)| {
             let pack = self.packs.get(p)?;
             Some((pack, pack.rules.get(*i)?))
@@ -92,12 +106,19 @@ impl Registry {
 
     /// Enabled rules listening on `trigger`.
     pub fn rules_for(&self, trigger: &str) -> impl Iterator<Item = (&Arc<Pack>, &Rule)> {
-        self.resolve(self.rules_by_trigger.get(trigger).map(Vec::as_slice).unwrap_or(&[]))
+        self.resolve(
+            self.rules_by_trigger
+                .get(trigger)
+                .map(Vec::as_slice)
+                .unwrap_or(&[]),
+        )
     }
 
     /// Every rule, enabled or not.
     pub fn rules(&self) -> impl Iterator<Item = (&Arc<Pack>, &Rule)> {
-        self.packs.values().flat_map(|p| p.rules.iter().map(move |r| (p, r)))
+        self.packs
+            .values()
+            .flat_map(|p| p.rules.iter().map(move |r| (p, r)))
     }
 
     pub fn rule(&self, r: &str) -> Option<(&Arc<Pack>, &Rule)> {
@@ -106,7 +127,12 @@ impl Registry {
 
     /// Enabled rules on the webhook `url`.
     pub fn webhook_rules(&self, url: &str) -> impl Iterator<Item = (&Arc<Pack>, &Rule)> {
-        self.resolve(self.webhooks.get(&normalize_hook(url)).map(Vec::as_slice).unwrap_or(&[]))
+        self.resolve(
+            self.webhooks
+                .get(&normalize_hook(url))
+                .map(Vec::as_slice)
+                .unwrap_or(&[]),
+        )
     }
 
     pub fn webhook_urls(&self) -> impl Iterator<Item = &String> {
@@ -118,6 +144,8 @@ impl Registry {
     }
 
     pub fn sensors(&self) -> impl Iterator<Item = (&Arc<Pack>, &Sensor)> {
-        self.packs.values().flat_map(|p| p.sensors.iter().map(move |s| (p, s)))
+        self.packs
+            .values()
+            .flat_map(|p| p.sensors.iter().map(move |s| (p, s)))
     }
 }

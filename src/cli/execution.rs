@@ -31,8 +31,16 @@ pub enum ExecutionCmd {
 
 pub fn run(cmd: ExecutionCmd, data: &Path) -> anyhow::Result<ExitCode> {
     match cmd {
-        ExecutionCmd::List { action, status, limit, json } => {
-            let v = super::call(data, &json!({"op": "execution.list", "action": action, "status": status, "limit": limit}))?;
+        ExecutionCmd::List {
+            action,
+            status,
+            limit,
+            json,
+        } => {
+            let v = super::call(
+                data,
+                &json!({"op": "execution.list", "action": action, "status": status, "limit": limit}),
+            )?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
@@ -52,7 +60,10 @@ pub fn run(cmd: ExecutionCmd, data: &Path) -> anyhow::Result<ExitCode> {
                             .collect()
                     })
                     .unwrap_or_default();
-                print!("{}", super::table(&["ID", "ACTION", "STATUS", "CREATED", "FINISHED"], &rows));
+                print!(
+                    "{}",
+                    super::table(&["ID", "ACTION", "STATUS", "CREATED", "FINISHED"], &rows)
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -67,7 +78,11 @@ pub fn run(cmd: ExecutionCmd, data: &Path) -> anyhow::Result<ExitCode> {
         }
         ExecutionCmd::Cancel { id } => {
             let v = super::call(data, &json!({"op": "execution.cancel", "id": id}))?;
-            println!("execution {}: {}", v["id"], v["outcome"].as_str().unwrap_or(""));
+            println!(
+                "execution {}: {}",
+                v["id"],
+                v["outcome"].as_str().unwrap_or("")
+            );
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -87,6 +102,12 @@ pub fn print_execution(e: &Value) {
     if let Some(err) = e["error"].as_str() {
         println!("error: {err}");
     }
-    println!("parameters: {}", serde_json::to_string_pretty(&e["parameters"]).unwrap_or_default());
-    println!("result: {}", serde_json::to_string_pretty(&e["result"]).unwrap_or_default());
+    println!(
+        "parameters: {}",
+        serde_json::to_string_pretty(&e["parameters"]).unwrap_or_default()
+    );
+    println!(
+        "result: {}",
+        serde_json::to_string_pretty(&e["result"]).unwrap_or_default()
+    );
 }

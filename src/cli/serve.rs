@@ -29,11 +29,24 @@ pub struct ServeArgs {
     /// SQLite durability: normal (WAL, fsync at checkpoints) or full (fsync every commit).
     #[arg(long, default_value = "normal", value_parser = ["normal", "full"])]
     pub synchronous: String,
+    /// Shared token webhooks must present (X-Packd-Token, St2-Api-Key or Bearer). Prefer the
+    /// PACKD_WEBHOOK_TOKEN environment variable: arguments are visible to other local users.
+    #[arg(long, env = "PACKD_WEBHOOK_TOKEN", hide_env_values = true)]
+    pub webhook_token: Option<String>,
+    /// HMAC-SHA256 secret for `X-Hub-Signature-256` (GitHub style).
+    #[arg(long, env = "PACKD_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
+    /// Allow binding beyond loopback without webhook authentication.
+    #[arg(long)]
+    pub allow_insecure_bind: bool,
 }
 
 pub fn run(args: ServeArgs, data: PathBuf) -> anyhow::Result<ExitCode> {
     let data = std::path::absolute(&data)?;
-    let packs: Vec<PathBuf> = super::default_packs(args.packs).into_iter().map(|p| std::path::absolute(&p).unwrap_or(p)).collect();
+    let packs: Vec<PathBuf> = super::default_packs(args.packs)
+        .into_iter()
+        .map(|p| std::path::absolute(&p).unwrap_or(p))
+        .collect();
     let settings = Settings {
         data_dir: data,
         packs,
@@ -41,7 +54,14 @@ pub fn run(args: ServeArgs, data: PathBuf) -> anyhow::Result<ExitCode> {
         listen: args.listen,
         output_cap: args.output_cap,
         max_concurrent: args.max_concurrent,
-        synchronous: if args.synchronous == "full" { Synchronous::Full } else { Synchronous::Normal },
+        synchronous: if args.synchronous == "full" {
+            Synchronous::Full
+        } else {
+            Synchronous::Normal
+        },
+        webhook_token: args.webhook_token,
+        webhook_secret: args.webhook_secret,
+        allow_insecure_bind: args.allow_insecure_bind,
     };
     engine::serve(settings)?;
     Ok(ExitCode::SUCCESS)

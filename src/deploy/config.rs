@@ -417,9 +417,19 @@ impl Config {
                 .map_err(|e| parse_error(&e, text, path))?
         };
         let dir = path.parent().unwrap_or(Path::new(""));
-        let rel = |p: PathBuf| if p.is_relative() { dir.join(p) } else { p };
+        // An empty entry stays empty, so `validate` reports it instead of it becoming the
+        // config directory.
+        let rel = |p: PathBuf| {
+            if p.is_relative() && !p.as_os_str().is_empty() {
+                dir.join(p)
+            } else {
+                p
+            }
+        };
         let mut problems = Vec::new();
-        let mut word = |key: &'static str, v: Option<String>, set: &mut dyn FnMut(&str) -> Result<(), String>| {
+        let mut word = |key: &'static str,
+                        v: Option<String>,
+                        set: &mut dyn FnMut(&str) -> Result<(), String>| {
             if let Some(v) = v
                 && let Err(reason) = set(&v)
             {
@@ -473,7 +483,10 @@ impl Config {
         c.webhook_token = raw.webhook_token.map(Secret);
         c.webhook_hmac_secret = raw.webhook_hmac_secret.map(Secret);
         set(&mut c.allow_insecure_bind, raw.allow_insecure_bind);
-        set(&mut c.max_concurrent_executions, raw.max_concurrent_executions);
+        set(
+            &mut c.max_concurrent_executions,
+            raw.max_concurrent_executions,
+        );
         set(&mut c.retention_days, raw.retention_days);
         set(&mut c.output_cap_bytes, raw.output_cap_bytes);
         if raw.action_timeout_default.is_some() {
@@ -502,7 +515,10 @@ impl Config {
         set(&mut self.synchronous, f.synchronous);
         set(&mut self.log_level, f.log_level);
         set(&mut self.watch, f.watch);
-        set(&mut self.max_concurrent_executions, f.max_concurrent_executions);
+        set(
+            &mut self.max_concurrent_executions,
+            f.max_concurrent_executions,
+        );
         set(&mut self.retention_days, f.retention_days);
         set(&mut self.output_cap_bytes, f.output_cap_bytes);
         if f.action_timeout_default.is_some() {
@@ -647,7 +663,21 @@ fn parse_error(e: &serde_saphyr::Error, text: &str, path: &Path) -> ConfigError 
         .map(|l| (l.line(), l.column()))
         .unwrap_or((0, 0));
     let first = e.to_string();
-    let mut message = first.lines().next().unwrap_or("invalid YAML").trim().to_string();
+    let mut message = first.lines().next().unwrap_or("invalid YAML").trim();
+    // The position is printed as `path:line:col`; drop serde-saphyr's own copy of it.
+    if let Some(i) = message.rfind(" at line ") {
+        message = &message[..i];
+    }
+    // Say what serde-saphyr's terse messages mean for this file.
+    let mut message = if message.starts_with("invalid u") {
+        "expected a whole number (0 or more)".to_string()
+    } else if message.starts_with("duplicate mapping key") {
+        "given twice".to_string()
+    } else if message == "expected mapping start" {
+        "the file must be a map of `key: value` lines".to_string()
+    } else {
+        message.to_string()
+    };
     // serde reports a wrong type ("expected usize") without the key; the file is a flat map,
     // so the key is the nearest unindented `key:` at or above the line.
     if let Some(key) = key_at(text, line)
@@ -676,8 +706,7 @@ fn key_at(text: &str, line: u64) -> Option<&str> {
             }
             let (k, _) = l.split_once(':')?;
             let k = k.trim();
-            (!k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
-                .then_some(k)
+            (!k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')).then_some(k)
         })
 }
 
@@ -776,18 +805,23 @@ action_timeout_default: 600
                 output_cap_bytes: 1048576,
                 action_timeout_default: None,
             }"#]];
-        check("", want.clone());
-        check("# only comments\n\n---\n", want.clone());
         // The shipped example has every key commented out: it is exactly the defaults.
         let example = include_str!("../../systemd/config.yaml");
-        check(example, want);
+        let path = Path::new("/etc/packd/config.yaml");
+        let empty = Config::from_yaml("", path).expect("empty");
+        for text in ["# only comments\n\n---\n", example] {
+            assert_eq!(Config::from_yaml(text, path).expect("comments"), empty);
+        }
+        check("", want);
     }
 
     #[test]
     fn errors_name_the_key() {
         check(
             "lisen: 127.0.0.1:9101\n",
-            expect!["configuration file /etc/packd/config.yaml:1:1: unknown field `lisen`, expected one of `packs`, `configs`, `data`, `listen`, `webhook_token`, `webhook_hmac_secret`, `allow_insecure_bind`, `synchronous`, `log_level`, `watch`, `max_concurrent_executions`, `retention_days`, `output_cap_bytes`, `action_timeout_default`"],
+            expect![
+                "configuration file /etc/packd/config.yaml:1:1: unknown field `lisen`, expected one of packs, configs, data, listen, webhook_token, webhook_hmac_secret, allow_insecure_bind, synchronous, log_level, watch, max_concurrent_executions, retention_days, output_cap_bytes, action_timeout_default"
+            ],
         );
         check(
             "listen: localhost:9101\n",
@@ -811,42 +845,96 @@ action_timeout_default: 600
         );
         check(
             "data: /x\nmax_concurrent_executions: lots\n",
-            expect!["configuration file /etc/packd/config.yaml:2:28: max_concurrent_executions: invalid type: string \"lots\", expected usize"],
+            expect![
+                "configuration file /etc/packd/config.yaml:2:28: max_concurrent_executions: expected a whole number (0 or more)"
+            ],
         );
         check(
             "packs:\n  - a\n  - [b]\n",
-            expect![""],
+            expect!["configuration file /etc/packd/config.yaml:3:5: packs: expected string scalar"],
         );
         check(
             "retention_days: -1\n",
-            expect![""],
+            expect![
+                "configuration file /etc/packd/config.yaml:1:17: retention_days: expected a whole number (0 or more)"
+            ],
         );
-        check("data: /a\ndata: /b\n", expect![""]);
-        check("- just\n- a list\n", expect![""]);
-        check("listen: [\n", expect![""]);
+        check(
+            "data: /a\ndata: /b\n",
+            expect!["configuration file /etc/packd/config.yaml:2:1: data: given twice"],
+        );
+        check(
+            "- just\n- a list\n",
+            expect![
+                "configuration file /etc/packd/config.yaml:1:1: the file must be a map of `key: value` lines"
+            ],
+        );
+        check(
+            "listen: [\n",
+            expect![
+                "configuration file /etc/packd/config.yaml:1:9: listen: expected string scalar"
+            ],
+        );
     }
 
     #[test]
     fn validation() {
         check(
             "listen: 0.0.0.0:9101\n",
-            expect![""],
+            expect![[r#"
+                invalid configuration (/etc/packd/config.yaml and flags):
+                  listen: 0.0.0.0:9101 is reachable from other machines but webhooks are not authenticated: set webhook_token or webhook_hmac_secret (or allow_insecure_bind: true)"#]],
         );
         check(
             "listen: 0.0.0.0:9101\nallow_insecure_bind: true\n",
-            expect![""],
+            expect![[r#"
+                Config {
+                    file: Some(
+                        "/etc/packd/config.yaml",
+                    ),
+                    packs: [
+                        "/etc/packd/packs",
+                    ],
+                    configs: [],
+                    data: "/var/lib/packd",
+                    listen: 0.0.0.0:9101,
+                    webhook_token: None,
+                    webhook_hmac_secret: None,
+                    allow_insecure_bind: true,
+                    synchronous: Normal,
+                    log_level: Info,
+                    watch: Inotify,
+                    max_concurrent_executions: 8,
+                    retention_days: 30,
+                    output_cap_bytes: 1048576,
+                    action_timeout_default: None,
+                }"#]],
         );
         check(
             "listen: 192.168.1.10:9101\nwebhook_token: short\nwebhook_hmac_secret: 'has a space in it'\n",
-            expect![""],
+            expect![[r#"
+                invalid configuration (/etc/packd/config.yaml and flags):
+                  webhook_token: is 5 bytes; use at least 16
+                  webhook_hmac_secret: contains whitespace or control characters"#]],
         );
         check(
             "max_concurrent_executions: 0\nretention_days: 36501\noutput_cap_bytes: 10\naction_timeout_default: 0\n",
-            expect![""],
+            expect![[r#"
+                invalid configuration (/etc/packd/config.yaml and flags):
+                  max_concurrent_executions: 0 is outside 1..=4096
+                  retention_days: 36501 is over 36500 (use 0 to keep records forever)
+                  output_cap_bytes: 10 is outside 1024..=67108864
+                  action_timeout_default: 0 would time every action out at once; leave it unset for the runner's default"#]],
         );
         check(
             "max_concurrent_executions: 4097\noutput_cap_bytes: 67108865\naction_timeout_default: 604801\ndata: ''\npacks: ['']\n",
-            expect![""],
+            expect![[r#"
+                invalid configuration (/etc/packd/config.yaml and flags):
+                  packs: an entry is empty
+                  data: is empty
+                  max_concurrent_executions: 4097 is outside 1..=4096
+                  output_cap_bytes: 67108865 is outside 1024..=67108864
+                  action_timeout_default: 604801 s is over 604800 s (one week)"#]],
         );
     }
 
@@ -859,7 +947,8 @@ action_timeout_default: 600
         .expect("parse");
         let dbg = format!("{c:?} {c:#?}");
         assert!(!dbg.contains("0123456789abcdef"), "{dbg}");
-        let short = Config::from_yaml("webhook_token: sh0rt\n", Path::new("c.yaml")).expect("parse");
+        let short =
+            Config::from_yaml("webhook_token: sh0rt\n", Path::new("c.yaml")).expect("parse");
         let err = short.validate().expect_err("too short").to_string();
         assert!(!err.contains("sh0rt"), "{err}");
         let flags = ServeFlags {
@@ -882,8 +971,11 @@ action_timeout_default: 600
         assert!(c.packs.is_empty() && c.data == Path::new("var"));
 
         let file = dir.path().join("config.yaml");
-        std::fs::write(&file, "packs: [p]\nlisten: 127.0.0.1:9200\nlog_level: warn\n")
-            .expect("write");
+        std::fs::write(
+            &file,
+            "packs: [p]\nlisten: 127.0.0.1:9200\nlog_level: warn\n",
+        )
+        .expect("write");
         let c = load_from(None, &file).expect("default file");
         assert_eq!(c.packs, vec![dir.path().join("p")]);
 
@@ -909,7 +1001,10 @@ action_timeout_default: 600
             ..ServeFlags::default()
         };
         let e = resolve(&flags).expect_err("insecure bind");
-        assert!(e.to_string().contains("listen: 0.0.0.0:9300 is reachable"), "{e}");
+        assert!(
+            e.to_string().contains("listen: 0.0.0.0:9300 is reachable"),
+            "{e}"
+        );
 
         std::fs::write(&file, "x".repeat(MAX_CONFIG_BYTES + 1)).expect("write");
         let e = load_from(Some(&file), &missing).expect_err("too large");
@@ -923,7 +1018,11 @@ action_timeout_default: 600
     fn yaml_bomb_is_refused() {
         let mut y = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
         for i in 0..8 {
-            let prev = if i == 0 { "a".to_string() } else { format!("b{}", i - 1) };
+            let prev = if i == 0 {
+                "a".to_string()
+            } else {
+                format!("b{}", i - 1)
+            };
             y.push_str(&format!(
                 "b{i}: &b{i} [*{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}]\n"
             ));
@@ -964,15 +1063,22 @@ action_timeout_default: 600
         .expect("parse");
         let f = cli.flags;
         assert_eq!(f.packs.len(), 2);
-        assert_eq!(f.listen.map(|l| l.to_string()).as_deref(), Some("[::1]:9101"));
+        assert_eq!(
+            f.listen.map(|l| l.to_string()).as_deref(),
+            Some("[::1]:9101")
+        );
         assert_eq!(f.synchronous, Some(Synchronous::Full));
         assert_eq!(f.watch, Some(Watch::Off));
         assert_eq!(f.log_level, Some(Level::Warn));
         assert_eq!(f.allow_insecure_bind, Some(true));
         assert_eq!(f.action_timeout_default, Some(30));
-        let bad = Cli::try_parse_from(["packd", "--watch", "fanotify"]).err().map(|e| e.exit_code());
+        let bad = Cli::try_parse_from(["packd", "--watch", "fanotify"])
+            .err()
+            .map(|e| e.exit_code());
         assert_eq!(bad, Some(i32::from(EXIT_CONFIG)));
-        let bad = Cli::try_parse_from(["packd", "--listen", "localhost"]).err().map(|e| e.exit_code());
+        let bad = Cli::try_parse_from(["packd", "--listen", "localhost"])
+            .err()
+            .map(|e| e.exit_code());
         assert_eq!(bad, Some(i32::from(EXIT_CONFIG)));
     }
 }

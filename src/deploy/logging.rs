@@ -239,17 +239,14 @@ static LOGGER: OnceLock<Logger> = OnceLock::new();
 /// Sets up the process-wide logger on stderr, in the style `Style::detect` finds. Called once
 /// at start; a second call only changes the level.
 pub fn init(level: Level) {
-    let logger = LOGGER.get_or_init(|| {
-        Logger::new(level, Style::detect(), Box::new(std::io::stderr()))
-    });
+    let logger =
+        LOGGER.get_or_init(|| Logger::new(level, Style::detect(), Box::new(std::io::stderr())));
     logger.set_level(level);
 }
 
 fn global() -> &'static Logger {
     // Before `init` (early errors, tests of other modules), log at info in the detected style.
-    LOGGER.get_or_init(|| {
-        Logger::new(Level::Info, Style::detect(), Box::new(std::io::stderr()))
-    })
+    LOGGER.get_or_init(|| Logger::new(Level::Info, Style::detect(), Box::new(std::io::stderr())))
 }
 
 /// Writes one event to stderr if `level` is enabled: `log(Level::Info, format_args!(..))`.
@@ -468,7 +465,10 @@ mod tests {
                 let logger = logger.clone();
                 std::thread::spawn(move || {
                     for i in 0..200 {
-                        logger.log(Level::Info, format_args!("thread {t} line {i} {}", "y".repeat(100)));
+                        logger.log(
+                            Level::Info,
+                            format_args!("thread {t} line {i} {}", "y".repeat(100)),
+                        );
                     }
                 })
             })
@@ -478,6 +478,9 @@ mod tests {
         }
         let text = buf.text();
         assert_eq!(text.lines().count(), 800);
-        assert!(text.lines().all(|l| l.starts_with("<6>thread ") && l.ends_with('y')));
+        assert!(
+            text.lines()
+                .all(|l| l.starts_with("<6>thread ") && l.ends_with('y'))
+        );
     }
 }

@@ -283,8 +283,8 @@ mod tests {
     fn abstract_socket() {
         use std::os::linux::net::SocketAddrExt;
         let name = format!("packd-test-{}-{:?}", std::process::id(), Instant::now());
-        let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())
-            .expect("addr");
+        let addr =
+            std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).expect("addr");
         let sock = UnixDatagram::bind_addr(&addr).expect("bind abstract");
         sock.set_read_timeout(Some(Duration::from_secs(5)))
             .expect("timeout");
@@ -297,16 +297,33 @@ mod tests {
 
     #[test]
     fn environment_rules() {
-        let cases: &[(Option<&str>, Option<&str>, Option<&str>, &str)] = &[
+        // (NOTIFY_SOCKET, WATCHDOG_USEC, WATCHDOG_PID, expected) for a process with pid 42.
+        type Case<'a> = (Option<&'a str>, Option<&'a str>, Option<&'a str>, &'a str);
+        let cases: &[Case] = &[
             (None, None, None, "off, no watchdog"),
             (Some(""), Some("200000"), None, "off, no watchdog"),
             (Some("@"), None, None, "off, no watchdog"),
             (Some("vsock:2:1234"), None, None, "off, no watchdog"),
             (Some("relative/sock"), None, None, "off, no watchdog"),
             (Some("/run/notify"), None, None, "on, no watchdog"),
-            (Some("@abstract"), Some("200000"), None, "on, ping every 100ms"),
-            (Some("/run/notify"), Some("30000000"), Some("42"), "on, ping every 15s"),
-            (Some("/run/notify"), Some("30000000"), Some("43"), "on, no watchdog"),
+            (
+                Some("@abstract"),
+                Some("200000"),
+                None,
+                "on, ping every 100ms",
+            ),
+            (
+                Some("/run/notify"),
+                Some("30000000"),
+                Some("42"),
+                "on, ping every 15s",
+            ),
+            (
+                Some("/run/notify"),
+                Some("30000000"),
+                Some("43"),
+                "on, no watchdog",
+            ),
             (Some("/run/notify"), Some("0"), None, "on, no watchdog"),
             (Some("/run/notify"), Some("-5"), None, "on, no watchdog"),
             (Some("/run/notify"), Some("soon"), None, "on, no watchdog"),
@@ -364,29 +381,35 @@ mod tests {
         let h = healthy.clone();
         let start = Instant::now();
         let mut stamps: Vec<Duration> = Vec::new();
-        smol::block_on(smol::future::or(watchdog_loop(n, move || h.load(Ordering::SeqCst)), async {
-            // Receive on a blocking pool thread so the timers keep running here.
-            let sock = l.sock.try_clone().expect("clone");
-            let got = smol::unblock(move || {
-                let mut got = Vec::new();
-                let mut buf = [0u8; 64];
-                for _ in 0..5 {
-                    let Ok(n) = sock.recv(&mut buf) else { break };
-                    got.push((start.elapsed(), String::from_utf8_lossy(&buf[..n]).into_owned()));
+        smol::block_on(smol::future::or(
+            watchdog_loop(n, move || h.load(Ordering::SeqCst)),
+            async {
+                // Receive on a blocking pool thread so the timers keep running here.
+                let sock = l.sock.try_clone().expect("clone");
+                let got = smol::unblock(move || {
+                    let mut got = Vec::new();
+                    let mut buf = [0u8; 64];
+                    for _ in 0..5 {
+                        let Ok(n) = sock.recv(&mut buf) else { break };
+                        got.push((
+                            start.elapsed(),
+                            String::from_utf8_lossy(&buf[..n]).into_owned(),
+                        ));
+                    }
+                    got
+                })
+                .await;
+                for (at, msg) in got {
+                    assert_eq!(msg, "WATCHDOG=1");
+                    stamps.push(at);
                 }
-                got
-            })
-            .await;
-            for (at, msg) in got {
-                assert_eq!(msg, "WATCHDOG=1");
-                stamps.push(at);
-            }
-            // Now unhealthy: no more pings for three periods.
-            healthy.store(false, Ordering::SeqCst);
-            smol::Timer::after(Duration::from_millis(50)).await;
-            let _ = l.drain(); // a ping racing the store above
-            smol::Timer::after(Duration::from_millis(300)).await;
-        }));
+                // Now unhealthy: no more pings for three periods.
+                healthy.store(false, Ordering::SeqCst);
+                smol::Timer::after(Duration::from_millis(50)).await;
+                let _ = l.drain(); // a ping racing the store above
+                smol::Timer::after(Duration::from_millis(300)).await;
+            },
+        ));
         assert_eq!(stamps.len(), 5, "{stamps:?}");
         // First ping at once; then 100 ms apart. Generous upper bounds: a loaded 2-core
         // machine or qemu may be late, but never early.

@@ -64,7 +64,13 @@ fn failed(error: impl Into<String>) -> Completion {
 
 /// Environment every action gets: StackStorm's `ST2_ACTION_*`, Attune's context variables, and
 /// the datastore socket for the Python shim.
-fn context_env(agent: &Agent, id: i64, pack: &Pack, action: &Action, origin: &Origin) -> Vec<(String, String)> {
+fn context_env(
+    agent: &Agent,
+    id: i64,
+    pack: &Pack,
+    action: &Action,
+    origin: &Origin,
+) -> Vec<(String, String)> {
     let api = agent.settings.api_url();
     let mut env = vec![
         ("ST2_ACTION_PACK_NAME".to_string(), pack.ref_.clone()),
@@ -75,7 +81,10 @@ fn context_env(agent: &Agent, id: i64, pack: &Pack, action: &Action, origin: &Or
         ("ATTUNE_PACK_REF".to_string(), pack.ref_.clone()),
         ("ATTUNE_EXEC_ID".to_string(), id.to_string()),
         ("ATTUNE_API_URL".to_string(), api),
-        ("PACKD_SOCKET".to_string(), agent.settings.socket_path().to_string_lossy().into_owned()),
+        (
+            "PACKD_SOCKET".to_string(),
+            agent.settings.socket_path().to_string_lossy().into_owned(),
+        ),
     ];
     if let Some(r) = &origin.rule {
         env.push(("ATTUNE_RULE".into(), r.clone()));
@@ -90,10 +99,15 @@ fn env_param(params: &Map<String, Value>) -> Vec<(String, String)> {
     match params.get("env") {
         Some(Value::Object(m)) => m
             .iter()
-            .map(|(k, v)| (k.clone(), match v {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            }))
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    match v {
+                        Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    },
+                )
+            })
             .collect(),
         _ => Vec::new(),
     }
@@ -106,13 +120,24 @@ fn apply_env(spec: &mut ProcessSpec, env: Vec<(String, String)>) {
 }
 
 /// Run the execution `id` (already stored as `requested`) and record its outcome.
-pub async fn run(agent: Rc<Agent>, id: i64, pack: Arc<Pack>, action: Action, params: Map<String, Value>, origin: Origin) {
+pub async fn run(
+    agent: Rc<Agent>,
+    id: i64,
+    pack: Arc<Pack>,
+    action: Action,
+    params: Map<String, Value>,
+    origin: Origin,
+) {
     let _slot = agent.slots.acquire().await;
     let now = agent.store.now();
-    if let Err(e) = agent.store.set_execution_status(id, ExecStatus::Running, Some(now)).await {
+    if let Err(e) = agent
+        .store
+        .set_execution_status(id, ExecStatus::Running, Some(now))
+        .await
+    {
         // Canceled while waiting for a slot, or the store is gone: nothing to run.
         crate::log_debug!("execution {id} not started: {e}");
-        agent.finished(id).await;
+        agent.after_execution(id).await;
         return;
     }
     let (cancel_tx, cancel_rx) = smol::channel::bounded::<()>(1);
@@ -124,7 +149,7 @@ pub async fn run(agent: Rc<Agent>, id: i64, pack: Arc<Pack>, action: Action, par
         crate::log_error!("execution {id}: cannot record the result: {e}");
     }
     crate::log_info!("execution {id} {} {}", action.ref_, status.as_str());
-    agent.finished(id).await;
+    agent.after_execution(id).await;
 }
 
 async fn dispatch(
@@ -150,7 +175,9 @@ async fn dispatch(
                 finished_at: None,
             };
         }
-        Runner::HttpRequest => return super::http_runner::run(action, params, timeout, cancel).await,
+        Runner::HttpRequest => {
+            return super::http_runner::run(action, params, timeout, cancel).await;
+        }
         Runner::LocalShellCmd => {
             let Some(cmd) = params.get("cmd").and_then(Value::as_str) else {
                 return failed("parameter \"cmd\" is required by local-shell-cmd");
@@ -161,7 +188,9 @@ async fn dispatch(
             spec
         }
         Runner::LocalShellScript => {
-            let Some(entry) = action.entry_point.as_deref() else { return failed("local-shell-script needs an entry_point") };
+            let Some(entry) = action.entry_point.as_deref() else {
+                return failed("local-shell-script needs an entry_point");
+            };
             if !entry.is_file() {
                 return failed(format!("entry point {} does not exist", entry.display()));
             }
@@ -178,7 +207,10 @@ async fn dispatch(
                     value: params.get(&p.name).cloned().unwrap_or(Value::Null),
                 })
                 .collect();
-            let kwarg_op = params.get("kwarg_op").and_then(Value::as_str).unwrap_or("--");
+            let kwarg_op = params
+                .get("kwarg_op")
+                .and_then(Value::as_str)
+                .unwrap_or("--");
             let args = runner::st2::script_args(&script_params, kwarg_op);
             let spec = match runner::st2::script_command(entry, &args) {
                 Ok(s) => s,
@@ -190,13 +222,18 @@ async fn dispatch(
             spec
         }
         Runner::PythonScript => {
-            let Some(entry) = action.entry_point.as_deref() else { return failed("python-script needs an entry_point") };
+            let Some(entry) = action.entry_point.as_deref() else {
+                return failed("python-script needs an entry_point");
+            };
             if !entry.is_file() {
                 return failed(format!("entry point {} does not exist", entry.display()));
             }
             let runner_names = runner_param_names(&action.runner);
-            let action_params: Map<String, Value> =
-                params.iter().filter(|(k, _)| !runner_names.contains(k)).map(|(k, v)| (k.clone(), v.clone())).collect();
+            let action_params: Map<String, Value> = params
+                .iter()
+                .filter(|(k, _)| !runner_names.contains(k))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
             let action_params = Value::Object(action_params);
             let user_env = env_param(params);
             let venv = agent.settings.data_dir.join("virtualenvs").join(&pack.ref_);
@@ -207,7 +244,10 @@ async fn dispatch(
                 entry_point: entry,
                 parameters: &action_params,
                 config: &pack.config,
-                log_level: params.get("log_level").and_then(Value::as_str).unwrap_or("DEBUG"),
+                log_level: params
+                    .get("log_level")
+                    .and_then(Value::as_str)
+                    .unwrap_or("DEBUG"),
                 virtualenv: &venv,
                 shim_dir: &agent.settings.shim_dir(),
                 socket: Some(&socket),
@@ -217,7 +257,9 @@ async fn dispatch(
             spec
         }
         Runner::AttuneShell | Runner::AttunePython | Runner::AttuneNode | Runner::AttuneNative => {
-            let Some(entry) = action.entry_point.as_deref() else { return failed("an Attune action needs an entry_point") };
+            let Some(entry) = action.entry_point.as_deref() else {
+                return failed("an Attune action needs an entry_point");
+            };
             if !entry.is_file() {
                 return failed(format!("entry point {} does not exist", entry.display()));
             }
@@ -239,7 +281,8 @@ async fn dispatch(
                 action_ref: &action.ref_,
                 pack_ref: &pack.ref_,
                 parameters: &all,
-                param_format: runner::attune::ParamFormat::parse(&io.format).unwrap_or(runner::attune::ParamFormat::Json),
+                param_format: runner::attune::ParamFormat::parse(&io.format)
+                    .unwrap_or(runner::attune::ParamFormat::Json),
                 timeout: Duration::from_secs(timeout),
             });
             match spec {
@@ -277,8 +320,15 @@ async fn dispatch(
         }
         _ => runner::st2::shell_result(&outcome, timeout),
     };
-    let status = if outcome.canceled { RunStatus::Canceled } else { status };
-    let error = result.get("error").and_then(Value::as_str).map(str::to_string);
+    let status = if outcome.canceled {
+        RunStatus::Canceled
+    } else {
+        status
+    };
+    let error = result
+        .get("error")
+        .and_then(Value::as_str)
+        .map(str::to_string);
     Completion {
         status: map_status(status),
         result: Some(result),

@@ -6,13 +6,16 @@
 //! (template rendering that may read the datastore, HTTP requests) goes to the blocking pool;
 //! child processes are always spawned from the main thread. SQL runs on the store's own threads.
 
+pub mod events;
 pub mod exec;
 pub mod http_runner;
 pub mod kv;
 pub mod ops;
 pub mod params;
+pub mod schedule;
+pub mod web;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -47,6 +50,9 @@ pub struct Settings {
     pub output_cap: usize,
     pub max_concurrent: usize,
     pub synchronous: store::Synchronous,
+    pub webhook_token: Option<String>,
+    pub webhook_secret: Option<String>,
+    pub allow_insecure_bind: bool,
 }
 
 impl Settings {
@@ -72,6 +78,13 @@ pub struct Agent {
     /// Clients waiting for an execution to finish.
     waiters: RefCell<HashMap<i64, Vec<smol::channel::Sender<()>>>>,
     pub ex: Rc<LocalExecutor<'static>>,
+    /// Trigger instances accepted and waiting for the rules loop.
+    pub events: smol::channel::Sender<events::Pending>,
+    /// Ask the timer task to re-read the registry.
+    pub reschedule: smol::channel::Sender<()>,
+    pub metrics: RefCell<web::Metrics>,
+    /// Packs loaded and store open: what `/health` reports.
+    pub ready: Cell<bool>,
 }
 
 impl Agent {
@@ -85,11 +98,21 @@ impl Agent {
 
     /// Resolve parameters (off the executor: templates may read the datastore), store the
     /// execution as `requested`, and start it. Errors mean nothing was stored or started.
-    pub async fn request(self: &Rc<Self>, action_ref: &str, supplied: Map<String, Value>, context: Value, origin: exec::Origin) -> Result<i64, RequestError> {
+    pub async fn request(
+        self: &Rc<Self>,
+        action_ref: &str,
+        supplied: Map<String, Value>,
+        context: Value,
+        origin: exec::Origin,
+    ) -> Result<i64, RequestError> {
         let reg = self.registry();
-        let (pack, action) = reg.action(action_ref).ok_or_else(|| RequestError::NotFound(action_ref.to_string()))?;
+        let (pack, action) = reg
+            .action(action_ref)
+            .ok_or_else(|| RequestError::NotFound(action_ref.to_string()))?;
         if !action.enabled {
-            return Err(RequestError::Invalid(format!("Unable to execute. Action {action_ref} is disabled.")));
+            return Err(RequestError::Invalid(format!(
+                "Unable to execute. Action {action_ref} is disabled."
+            )));
         }
         let pack = pack.clone();
         let action = action.clone();
@@ -97,7 +120,12 @@ impl Agent {
         let store = self.store.clone();
         let (a2, p2, ctx2) = (action.clone(), pack.clone(), context.clone());
         let resolved = smol::unblock(move || {
-            let cx = params::Context { trigger: None, action_context: ctx2, config: p2.config.clone(), extra: Map::new() };
+            let cx = params::Context {
+                trigger: None,
+                action_context: ctx2,
+                config: p2.config.clone(),
+                extra: Map::new(),
+            };
             let kv = kv::StoreKv(store);
             params::resolve(&a2, supplied, &cx, &env, Some(&kv))
         })
@@ -115,9 +143,21 @@ impl Agent {
             })
             .await
             .map_err(|e| RequestError::Internal(e.to_string()))?;
-        let _ = self.store.set_execution_status(id, ExecStatus::Scheduled, None).await;
+        let _ = self
+            .store
+            .set_execution_status(id, ExecStatus::Scheduled, None)
+            .await;
         crate::log_info!("execution {id} {} requested", action.ref_);
-        self.ex.spawn(exec::run(self.clone(), id, pack, action, resolved.values, origin)).detach();
+        self.ex
+            .spawn(exec::run(
+                self.clone(),
+                id,
+                pack,
+                action,
+                resolved.values,
+                origin,
+            ))
+            .detach();
         Ok(id)
     }
 
@@ -134,7 +174,7 @@ impl Agent {
         let _ = rx.recv().await;
     }
 
-    async fn finished(&self, id: i64) {
+    pub(crate) async fn finished(&self, id: i64) {
         if let Some(ws) = self.waiters.borrow_mut().remove(&id) {
             for w in ws {
                 let _ = w.try_send(());
@@ -155,7 +195,12 @@ pub enum RequestError {
 
 /// Load every pack; report problems to the log. Returns the registry.
 pub fn load_registry(settings: &Settings, generation: u64) -> Registry {
-    let loaded = pack::load_dirs(&settings.packs, &LoadOptions { config_dirs: settings.configs.clone() });
+    let loaded = pack::load_dirs(
+        &settings.packs,
+        &LoadOptions {
+            config_dirs: settings.configs.clone(),
+        },
+    );
     for l in &loaded {
         for d in &l.diagnostics {
             match d.severity {
@@ -169,23 +214,74 @@ pub fn load_registry(settings: &Settings, generation: u64) -> Registry {
 
 /// Run the agent until SIGTERM or SIGINT.
 pub fn serve(settings: Settings) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&settings.data_dir).with_context(|| format!("cannot create data directory {}", settings.data_dir.display()))?;
-    let store = Store::open(&settings.data_dir, StoreOptions { synchronous: settings.synchronous, ..StoreOptions::default() })
-        .with_context(|| format!("cannot open the store in {}", settings.data_dir.display()))?;
-    let abandoned = store.abandon_running_blocking().context("cannot mark interrupted executions")?;
+    std::fs::create_dir_all(&settings.data_dir).with_context(|| {
+        format!(
+            "cannot create data directory {}",
+            settings.data_dir.display()
+        )
+    })?;
+    let store = Store::open(
+        &settings.data_dir,
+        StoreOptions {
+            synchronous: settings.synchronous,
+            ..StoreOptions::default()
+        },
+    )
+    .with_context(|| format!("cannot open the store in {}", settings.data_dir.display()))?;
+    let abandoned = store
+        .abandon_running_blocking()
+        .context("cannot mark interrupted executions")?;
     if !abandoned.is_empty() {
-        crate::log_warn!("{} execution(s) were running when the agent stopped and are now abandoned: {abandoned:?}", abandoned.len());
+        crate::log_warn!(
+            "{} execution(s) were running when the agent stopped and are now abandoned: {abandoned:?}",
+            abandoned.len()
+        );
     }
-    crate::runner::shim::install_python_shim(&settings.shim_dir()).context("cannot write the Python shim")?;
+    crate::runner::shim::install_python_shim(&settings.shim_dir())
+        .context("cannot write the Python shim")?;
     let registry = load_registry(&settings, 1);
     crate::log_info!(
         "loaded {} pack(s): {}",
         registry.packs.len(),
-        registry.packs.keys().cloned().collect::<Vec<_>>().join(", ")
+        registry
+            .packs
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     let socket = settings.socket_path();
+    let http_cfg = crate::http::HttpConfig {
+        auth: crate::http::HookAuth {
+            token: settings.webhook_token.clone(),
+            secret: settings.webhook_secret.clone(),
+        },
+        ..crate::http::HttpConfig::default()
+    };
+    crate::http::check_bind(
+        settings.listen,
+        http_cfg.auth_configured(),
+        settings.allow_insecure_bind,
+    )?;
+    if !settings.listen.ip().is_loopback() {
+        crate::log_warn!(
+            "listening on {} beyond loopback: webhook authentication is {}",
+            settings.listen,
+            if http_cfg.auth_configured() {
+                "required"
+            } else {
+                "OFF (--allow-insecure-bind)"
+            }
+        );
+    }
+    let tcp = std::net::TcpListener::bind(settings.listen)
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    tcp.set_nonblocking(true)?;
+    let tcp = smol::net::TcpListener::try_from(tcp)?;
     let listener = bind_socket(&socket)?;
     let ex = Rc::new(LocalExecutor::new());
+    let (events_tx, events_rx) = smol::channel::unbounded();
+    let (resched_tx, resched_rx) = smol::channel::bounded(1);
     let agent = Rc::new(Agent {
         slots: smol::lock::Semaphore::new(settings.max_concurrent.max(1)),
         settings,
@@ -195,18 +291,46 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
         running: RefCell::new(HashMap::new()),
         waiters: RefCell::new(HashMap::new()),
         ex: ex.clone(),
+        events: events_tx,
+        reschedule: resched_tx,
+        metrics: RefCell::new(web::Metrics::default()),
+        ready: Cell::new(false),
     });
-    let handler = Rc::new(ops::Ops { agent: agent.clone() });
-    ex.spawn(crate::admin::serve(ex.clone(), listener, handler)).detach();
-    let signals = async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int])
-        .context("cannot install signal handlers")?;
-    crate::log_info!("ready: admin socket {}", socket.display());
+    let handler = Rc::new(ops::Ops {
+        agent: agent.clone(),
+    });
+    ex.spawn(crate::admin::serve(ex.clone(), listener, handler))
+        .detach();
+    let (http_stop_tx, http_stop_rx) = smol::channel::bounded::<()>(1);
+    let ingest: Rc<dyn crate::http::Ingest> = Rc::new(web::HttpIngest(agent.clone()));
+    ex.spawn(crate::http::serve(tcp, ingest, http_cfg, http_stop_rx))
+        .detach();
+    ex.spawn(events::rules_loop(agent.clone(), events_rx))
+        .detach();
+    ex.spawn(schedule::run(agent.clone(), resched_rx)).detach();
+    ex.spawn(web::refresh_metrics(agent.clone())).detach();
+    let signals =
+        async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int])
+            .context("cannot install signal handlers")?;
     smol::block_on(ex.run(async {
         use smol::stream::StreamExt;
+        let recovered = events::recover(&agent).await;
+        if recovered > 0 {
+            crate::log_info!(
+                "re-queued {recovered} trigger instance(s) accepted before the last stop"
+            );
+        }
+        agent.ready.set(true);
+        crate::log_info!(
+            "ready: http://{} (webhooks, /health, /metrics), admin socket {}",
+            agent.settings.listen,
+            socket.display()
+        );
         let mut signals = signals;
         if let Some(Ok(sig)) = signals.next().await {
             crate::log_info!("received {sig:?}, shutting down");
         }
+        let _ = http_stop_tx.try_send(());
         shutdown(&agent).await;
     }));
     let _ = std::fs::remove_file(&socket);
@@ -215,7 +339,12 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
 }
 
 async fn shutdown(agent: &Rc<Agent>) {
-    let running: Vec<(i64, smol::channel::Sender<()>)> = agent.running.borrow().iter().map(|(k, v)| (*k, v.clone())).collect();
+    let running: Vec<(i64, smol::channel::Sender<()>)> = agent
+        .running
+        .borrow()
+        .iter()
+        .map(|(k, v)| (*k, v.clone()))
+        .collect();
     for (id, tx) in &running {
         crate::log_info!("canceling execution {id} for shutdown");
         let _ = agent.store.request_cancel(*id).await;
@@ -233,11 +362,16 @@ fn bind_socket(path: &Path) -> anyhow::Result<smol::net::unix::UnixListener> {
     use std::os::unix::fs::PermissionsExt;
     if path.exists() {
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            anyhow::bail!("another packd agent is already running with this data directory ({} answers)", path.display());
+            anyhow::bail!(
+                "another packd agent is already running with this data directory ({} answers)",
+                path.display()
+            );
         }
-        std::fs::remove_file(path).with_context(|| format!("cannot remove stale socket {}", path.display()))?;
+        std::fs::remove_file(path)
+            .with_context(|| format!("cannot remove stale socket {}", path.display()))?;
     }
-    let l = std::os::unix::net::UnixListener::bind(path).with_context(|| format!("cannot bind admin socket {}", path.display()))?;
+    let l = std::os::unix::net::UnixListener::bind(path)
+        .with_context(|| format!("cannot bind admin socket {}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     l.set_nonblocking(true)?;
     Ok(smol::net::unix::UnixListener::try_from(l)?)
@@ -265,5 +399,7 @@ pub fn execution_json(e: &store::Execution) -> Value {
 }
 
 pub fn time(us: i64) -> String {
-    jiff::Timestamp::from_microsecond(us).map(|t| t.to_string()).unwrap_or_else(|_| us.to_string())
+    jiff::Timestamp::from_microsecond(us)
+        .map(|t| t.to_string())
+        .unwrap_or_else(|_| us.to_string())
 }

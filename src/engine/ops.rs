@@ -18,9 +18,15 @@ pub struct Ops {
 impl Handler for Ops {
     fn handle(self: Rc<Self>, req: Value) -> OpFuture {
         Box::pin(async move {
-            let op = req.get("op").and_then(Value::as_str).unwrap_or("").to_string();
+            let op = req
+                .get("op")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
             match op.as_str() {
-                "ping" => Ok(json!({"version": env!("CARGO_PKG_VERSION"), "pid": std::process::id()})),
+                "ping" => {
+                    Ok(json!({"version": env!("CARGO_PKG_VERSION"), "pid": std::process::id()}))
+                }
                 "run" => self.run(&req).await,
                 "execution.get" => self.execution_get(&req).await,
                 "execution.list" => self.execution_list(&req).await,
@@ -38,13 +44,20 @@ impl Handler for Ops {
 }
 
 fn str_arg<'a>(req: &'a Value, key: &str) -> Result<&'a str, OpError> {
-    req.get(key).and_then(Value::as_str).ok_or_else(|| OpError::invalid(format!("{key:?} is required")))
+    req.get(key)
+        .and_then(Value::as_str)
+        .ok_or_else(|| OpError::invalid(format!("{key:?} is required")))
 }
 
 fn id_arg(req: &Value) -> Result<i64, OpError> {
     match req.get("id") {
-        Some(Value::Number(n)) => n.as_i64().ok_or_else(|| OpError::invalid("id must be a whole number")),
-        Some(Value::String(s)) => s.trim().parse().map_err(|_| OpError::invalid(format!("{s:?} is not an execution id"))),
+        Some(Value::Number(n)) => n
+            .as_i64()
+            .ok_or_else(|| OpError::invalid("id must be a whole number")),
+        Some(Value::String(s)) => s
+            .trim()
+            .parse()
+            .map_err(|_| OpError::invalid(format!("{s:?} is not an execution id"))),
         _ => Err(OpError::invalid("\"id\" is required")),
     }
 }
@@ -58,7 +71,9 @@ fn scope(req: &Value) -> Result<&'static str, OpError> {
     match req.get("scope").and_then(Value::as_str).unwrap_or("system") {
         "system" | "st2kv.system" => Ok(super::kv::SCOPE_SYSTEM),
         "user" | "st2kv.user" => Ok(super::kv::SCOPE_USER),
-        other => Err(OpError::invalid(format!("unknown scope {other:?}; use system or user"))),
+        other => Err(OpError::invalid(format!(
+            "unknown scope {other:?}; use system or user"
+        ))),
     }
 }
 
@@ -66,7 +81,9 @@ impl Ops {
     async fn run(&self, req: &Value) -> Result<Value, OpError> {
         let action_ref = str_arg(req, "action")?;
         let reg = self.agent.registry();
-        let (_, action) = reg.action(action_ref).ok_or_else(|| OpError::not_found(format!("action {action_ref:?} not found")))?;
+        let (_, action) = reg
+            .action(action_ref)
+            .ok_or_else(|| OpError::not_found(format!("action {action_ref:?} not found")))?;
         let mut supplied: Map<String, Value> = match req.get("parameters") {
             Some(Value::Object(m)) => m.clone(),
             None | Some(Value::Null) => Map::new(),
@@ -76,22 +93,38 @@ impl Ops {
         // `st2 run` does (repeated keys append for arrays).
         if let Some(Value::Array(args)) = req.get("args") {
             for pair in args {
-                let (Some(k), Some(v)) = (pair.get(0).and_then(Value::as_str), pair.get(1).and_then(Value::as_str)) else {
+                let (Some(k), Some(v)) = (
+                    pair.get(0).and_then(Value::as_str),
+                    pair.get(1).and_then(Value::as_str),
+                ) else {
                     return Err(OpError::invalid("args must be [key, value] pairs"));
                 };
-                let ty = action.parameters.get(k).and_then(|p| p.ty).map(|t| t.as_str());
+                let ty = action
+                    .parameters
+                    .get(k)
+                    .and_then(|p| p.ty)
+                    .map(|t| t.as_str());
                 let previous = supplied.remove(k);
-                let cast = cli_cast(ty, v, previous).map_err(|e| OpError::invalid(format!("parameter {k:?}: {e}")))?;
+                let cast = cli_cast(ty, v, previous)
+                    .map_err(|e| OpError::invalid(format!("parameter {k:?}: {e}")))?;
                 supplied.insert(k.to_string(), cast);
             }
         }
-        let user = req.get("user").and_then(Value::as_str).unwrap_or("stanley").to_string();
+        let user = req
+            .get("user")
+            .and_then(Value::as_str)
+            .unwrap_or("stanley")
+            .to_string();
         let context = json!({"user": user, "source": "cli"});
-        let id = self.agent.request(action_ref, supplied, context, exec::Origin::default()).await.map_err(|e| match e {
-            RequestError::NotFound(m) => OpError::not_found(format!("action {m:?} not found")),
-            RequestError::Invalid(m) => OpError::invalid(m),
-            RequestError::Internal(m) => OpError::internal(m),
-        })?;
+        let id = self
+            .agent
+            .request(action_ref, supplied, context, exec::Origin::default())
+            .await
+            .map_err(|e| match e {
+                RequestError::NotFound(m) => OpError::not_found(format!("action {m:?} not found")),
+                RequestError::Invalid(m) => OpError::invalid(m),
+                RequestError::Internal(m) => OpError::internal(m),
+            })?;
         if req.get("wait").and_then(Value::as_bool).unwrap_or(true) {
             self.agent.wait(id).await;
         }
@@ -99,7 +132,13 @@ impl Ops {
     }
 
     async fn get(&self, id: i64) -> Result<Value, OpError> {
-        match self.agent.store.get_execution(id).await.map_err(store_err)? {
+        match self
+            .agent
+            .store
+            .get_execution(id)
+            .await
+            .map_err(store_err)?
+        {
             Some(e) => {
                 let mut v = execution_json(&e);
                 v["stdout"] = Value::String(e.stdout);
@@ -116,16 +155,27 @@ impl Ops {
 
     async fn execution_list(&self, req: &Value) -> Result<Value, OpError> {
         let status = match req.get("status").and_then(Value::as_str) {
-            Some(s) => Some(ExecStatus::parse(s).ok_or_else(|| OpError::invalid(format!("unknown status {s:?}")))?),
+            Some(s) => Some(
+                ExecStatus::parse(s)
+                    .ok_or_else(|| OpError::invalid(format!("unknown status {s:?}")))?,
+            ),
             None => None,
         };
         let filter = ExecutionFilter {
-            action_ref: req.get("action").and_then(Value::as_str).map(str::to_string),
+            action_ref: req
+                .get("action")
+                .and_then(Value::as_str)
+                .map(str::to_string),
             status,
             limit: req.get("limit").and_then(Value::as_u64).unwrap_or(50) as usize,
             ..ExecutionFilter::default()
         };
-        let list = self.agent.store.list_executions(filter).await.map_err(store_err)?;
+        let list = self
+            .agent
+            .store
+            .list_executions(filter)
+            .await
+            .map_err(store_err)?;
         Ok(Value::Array(
             list.iter()
                 .map(|e| {
@@ -145,10 +195,17 @@ impl Ops {
 
     async fn execution_cancel(&self, req: &Value) -> Result<Value, OpError> {
         let id = id_arg(req)?;
-        let outcome = self.agent.store.request_cancel(id).await.map_err(|e| match e {
-            crate::store::StoreError::NotFound { .. } => OpError::not_found(format!("execution {id} not found")),
-            other => store_err(other),
-        })?;
+        let outcome = self
+            .agent
+            .store
+            .request_cancel(id)
+            .await
+            .map_err(|e| match e {
+                crate::store::StoreError::NotFound { .. } => {
+                    OpError::not_found(format!("execution {id} not found"))
+                }
+                other => store_err(other),
+            })?;
         if let Some(tx) = self.agent.running.borrow().get(&id) {
             let _ = tx.try_send(());
         }
@@ -167,7 +224,9 @@ impl Ops {
     fn action_get(&self, req: &Value) -> Result<Value, OpError> {
         let r = str_arg(req, "ref")?;
         let reg = self.agent.registry();
-        let (_, a) = reg.action(r).ok_or_else(|| OpError::not_found(format!("action {r:?} not found")))?;
+        let (_, a) = reg
+            .action(r)
+            .ok_or_else(|| OpError::not_found(format!("action {r:?} not found")))?;
         Ok(json!({
             "ref": a.ref_,
             "pack": a.pack,
@@ -186,7 +245,12 @@ impl Ops {
     async fn kv_get(&self, req: &Value) -> Result<Value, OpError> {
         let name = str_arg(req, "name")?;
         let decrypt = req.get("decrypt").and_then(Value::as_bool).unwrap_or(false);
-        let e = self.agent.store.kv_get(scope(req)?, name, decrypt).await.map_err(store_err)?;
+        let e = self
+            .agent
+            .store
+            .kv_get(scope(req)?, name, decrypt)
+            .await
+            .map_err(store_err)?;
         if req.get("full").and_then(Value::as_bool) == Some(true) {
             return Ok(e.map(|e| kv_json(&e)).unwrap_or(Value::Null));
         }
@@ -204,22 +268,38 @@ impl Ops {
         let ttl = match req.get("ttl") {
             None | Some(Value::Null) => None,
             Some(t) => Some(std::time::Duration::from_secs(
-                t.as_u64().filter(|t| *t > 0).ok_or_else(|| OpError::invalid("ttl must be a positive number of seconds"))?,
+                t.as_u64()
+                    .filter(|t| *t > 0)
+                    .ok_or_else(|| OpError::invalid("ttl must be a positive number of seconds"))?,
             )),
         };
         let secret = req.get("secret").and_then(Value::as_bool).unwrap_or(false);
         let change = self
             .agent
             .store
-            .kv_set(KvSet { scope: scope(req)?.to_string(), name: name.clone(), value, secret, encrypted: false, ttl })
+            .kv_set(KvSet {
+                scope: scope(req)?.to_string(),
+                name: name.clone(),
+                value,
+                secret,
+                encrypted: false,
+                ttl,
+            })
             .await
             .map_err(|e| OpError::invalid(e.to_string()))?;
-        Ok(json!({"name": name, "change": format!("{change:?}").split(['{', ' ']).next().unwrap_or("").to_lowercase()}))
+        Ok(
+            json!({"name": name, "change": format!("{change:?}").split(['{', ' ']).next().unwrap_or("").to_lowercase()}),
+        )
     }
 
     async fn kv_delete(&self, req: &Value) -> Result<Value, OpError> {
         let name = str_arg(req, "name")?;
-        let gone = self.agent.store.kv_delete(scope(req)?, name).await.map_err(store_err)?;
+        let gone = self
+            .agent
+            .store
+            .kv_delete(scope(req)?, name)
+            .await
+            .map_err(store_err)?;
         if gone.is_none() && req.get("strict").and_then(Value::as_bool) == Some(true) {
             return Err(OpError::not_found(format!("key {name:?} not found")));
         }
@@ -229,7 +309,10 @@ impl Ops {
     async fn kv_list(&self, req: &Value) -> Result<Value, OpError> {
         let filter = KvFilter {
             scope: Some(scope(req)?.to_string()),
-            prefix: req.get("prefix").and_then(Value::as_str).map(str::to_string),
+            prefix: req
+                .get("prefix")
+                .and_then(Value::as_str)
+                .map(str::to_string),
             decrypt: req.get("decrypt").and_then(Value::as_bool).unwrap_or(false),
             ..KvFilter::default()
         };

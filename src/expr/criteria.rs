@@ -196,11 +196,13 @@ impl Eval<'_> {
 
         let pattern = match spec.get("pattern") {
             None | Some(Json::Null) => None,
-            Some(Json::String(s)) => Some(self.render(s).map_err(|source| CriteriaError::Render {
-                key: key.into(),
-                operator: op.clone(),
-                source,
-            })?),
+            Some(Json::String(s)) => {
+                Some(self.render(s).map_err(|source| CriteriaError::Render {
+                    key: key.into(),
+                    operator: op.clone(),
+                    source,
+                })?)
+            }
             Some(other) => Some(other.clone()),
         };
         let pattern = pattern.as_ref().filter(|p| !p.is_null());
@@ -259,7 +261,9 @@ impl Eval<'_> {
             reason,
         };
         let Json::Object(children) = pattern else {
-            return Err(op_err("search pattern must be a mapping of child criteria".into()));
+            return Err(op_err(
+                "search pattern must be a mapping of child criteria".into(),
+            ));
         };
         if !matches!(condition, "any" | "all" | "all2any" | "any2any") {
             return Err(op_err(format!(
@@ -290,8 +294,7 @@ impl Eval<'_> {
             let mut all = true;
             let mut any = false;
             for (child_key, child_spec) in children {
-                let ok = match self.criterion(child_key, child_spec, &[("item", item)], depth + 1)
-                {
+                let ok = match self.criterion(child_key, child_spec, &[("item", item)], depth + 1) {
                     Ok(b) => b,
                     Err(e) => {
                         first_error.get_or_insert(e);
@@ -359,8 +362,8 @@ fn apply(op: &str, v: Option<&Json>, p: Option<&Json>, now: Timestamp) -> Result
             };
             Ok(pyre::compile(pat, flags)?.is_match(text))
         }
-        "timediff_lt" | "td_lt" => Ok(timediff(v, p, now)? < period(p)?),
-        "timediff_gt" | "td_gt" => Ok(timediff(v, p, now)? > period(p)?),
+        "timediff_lt" | "td_lt" => Ok(timediff(v, now)? < period(p)?),
+        "timediff_gt" | "td_gt" => Ok(timediff(v, now)? > period(p)?),
         "inside" | "in" => py_in(v, Some(p)),
         "ninside" | "nin" => py_in(v, Some(p)).map(|b| !b),
         other => Err(format!("Invalid operator: {other}")),
@@ -435,7 +438,8 @@ fn py_eq(a: Option<&Json>, b: Option<&Json>) -> bool {
         }
         (Some(Json::Object(x)), Some(Json::Object(y))) => {
             x.len() == y.len()
-                && x.iter().all(|(k, i)| y.get(k).is_some_and(|j| py_eq(Some(i), Some(j))))
+                && x.iter()
+                    .all(|(k, i)| y.get(k).is_some_and(|j| py_eq(Some(i), Some(j))))
         }
         _ => false,
     }
@@ -501,7 +505,10 @@ fn py_in(needle: Option<&Json>, container: Option<&Json>) -> Result<bool, String
 fn lower(v: Option<&Json>) -> Result<String, String> {
     match v {
         Some(Json::String(s)) => Ok(s.to_lowercase()),
-        other => Err(format!("'{}' object has no attribute 'lower'", py_type(other))),
+        other => Err(format!(
+            "'{}' object has no attribute 'lower'",
+            py_type(other)
+        )),
     }
 }
 
@@ -509,7 +516,10 @@ fn lower(v: Option<&Json>) -> Result<String, String> {
 fn str_self<'v>(v: Option<&'v Json>, method: &str) -> Result<&'v str, String> {
     match v {
         Some(Json::String(s)) => Ok(s),
-        other => Err(format!("'{}' object has no attribute '{method}'", py_type(other))),
+        other => Err(format!(
+            "'{}' object has no attribute '{method}'",
+            py_type(other)
+        )),
     }
 }
 
@@ -524,7 +534,11 @@ fn str_arg<'v>(p: &'v Json, method: &str) -> Result<&'v str, String> {
     }
 }
 
-fn both_str<'v>(v: Option<&'v Json>, p: &'v Json, what: &str) -> Result<(&'v str, &'v str), String> {
+fn both_str<'v>(
+    v: Option<&'v Json>,
+    p: &'v Json,
+    what: &str,
+) -> Result<(&'v str, &'v str), String> {
     match (v, p) {
         (Some(Json::String(t)), Json::String(pat)) => Ok((t, pat)),
         (other, Json::String(_)) => Err(format!(
@@ -539,7 +553,7 @@ fn both_str<'v>(v: Option<&'v Json>, p: &'v Json, what: &str) -> Result<(&'v str
 }
 
 /// Seconds from the timestamp in `v` to `now`.
-fn timediff(v: Option<&Json>, _p: &Json, now: Timestamp) -> Result<f64, String> {
+fn timediff(v: Option<&Json>, now: Timestamp) -> Result<f64, String> {
     let text = match v {
         Some(Json::String(s)) => s,
         other => {
@@ -600,7 +614,10 @@ pub fn parse_timestamp(s: &str) -> Result<Timestamp, String> {
 enum Glob {
     Star,
     Any,
-    Set { negated: bool, ranges: Vec<(char, char)> },
+    Set {
+        negated: bool,
+        ranges: Vec<(char, char)>,
+    },
     Lit(char),
 }
 
@@ -669,9 +686,7 @@ fn glob_one(tok: &Glob, c: char) -> bool {
     match tok {
         Glob::Any => true,
         Glob::Lit(l) => *l == c,
-        Glob::Set { negated, ranges } => {
-            ranges.iter().any(|(a, b)| *a <= c && c <= *b) != *negated
-        }
+        Glob::Set { negated, ranges } => ranges.iter().any(|(a, b)| *a <= c && c <= *b) != *negated,
         Glob::Star => false,
     }
 }
@@ -857,8 +872,18 @@ mod tests {
         check("trigger.one", "equals", json!("1"), expect!["false"]);
         check("trigger.one", "equals", json!(1.0), expect!["true"]);
         check("trigger.t", "equals", json!(1), expect!["true"]);
-        check("trigger.list", "equals", json!(["a", "b", 3]), expect!["true"]);
-        check("trigger.obj", "equals", json!({"inner": {"x": 1.0}, "k": "v"}), expect!["true"]);
+        check(
+            "trigger.list",
+            "equals",
+            json!(["a", "b", 3]),
+            expect!["true"],
+        );
+        check(
+            "trigger.obj",
+            "equals",
+            json!({"inner": {"x": 1.0}, "k": "v"}),
+            expect!["true"],
+        );
         check("trigger.z", "equals", Json::Null, expect!["false"]);
         check("trigger.missing", "equals", Json::Null, expect!["false"]);
         for op in ["nequals", "neq"] {
@@ -873,8 +898,22 @@ mod tests {
         }
         check("trigger.s", "ieq", json!("other"), expect!["false"]);
         check("trigger.s", "iequals", Json::Null, expect!["false"]);
-        check("trigger.n", "iequals", json!("5"), expect![[r#"error: criterion "trigger.n" (iequals): 'int' object has no attribute 'lower'"#]]);
-        check("trigger.missing", "ieq", json!("x"), expect![[r#"error: criterion "trigger.missing" (ieq): 'NoneType' object has no attribute 'lower'"#]]);
+        check(
+            "trigger.n",
+            "iequals",
+            json!("5"),
+            expect![[
+                r#"error: criterion "trigger.n" (iequals): 'int' object has no attribute 'lower'"#
+            ]],
+        );
+        check(
+            "trigger.missing",
+            "ieq",
+            json!("x"),
+            expect![[
+                r#"error: criterion "trigger.missing" (ieq): 'NoneType' object has no attribute 'lower'"#
+            ]],
+        );
     }
 
     #[test]
@@ -886,35 +925,111 @@ mod tests {
         check("trigger.list", "contains", json!(3), expect!["true"]);
         check("trigger.obj", "contains", json!("k"), expect!["true"]);
         check("trigger.obj", "contains", json!("v"), expect!["false"]);
-        check("trigger.obj", "contains", json!(["k"]), expect![[r#"error: criterion "trigger.obj" (contains): unhashable type: 'list'"#]]);
-        check("trigger.s", "contains", json!(1), expect![[r#"error: criterion "trigger.s" (contains): 'in <string>' requires string as left operand, not int"#]]);
-        check("trigger.n", "contains", json!(5), expect![[r#"error: criterion "trigger.n" (contains): argument of type 'int' is not iterable"#]]);
-        check("trigger.missing", "contains", json!("x"), expect![[r#"error: criterion "trigger.missing" (contains): argument of type 'NoneType' is not iterable"#]]);
+        check(
+            "trigger.obj",
+            "contains",
+            json!(["k"]),
+            expect![[r#"error: criterion "trigger.obj" (contains): unhashable type: 'list'"#]],
+        );
+        check(
+            "trigger.s",
+            "contains",
+            json!(1),
+            expect![[
+                r#"error: criterion "trigger.s" (contains): 'in <string>' requires string as left operand, not int"#
+            ]],
+        );
+        check(
+            "trigger.n",
+            "contains",
+            json!(5),
+            expect![[
+                r#"error: criterion "trigger.n" (contains): argument of type 'int' is not iterable"#
+            ]],
+        );
+        check(
+            "trigger.missing",
+            "contains",
+            json!("x"),
+            expect![[
+                r#"error: criterion "trigger.missing" (contains): argument of type 'NoneType' is not iterable"#
+            ]],
+        );
         check("trigger.s", "contains", Json::Null, expect!["false"]);
         check("trigger.s", "ncontains", json!("xyz"), expect!["true"]);
         check("trigger.s", "ncontains", json!("World"), expect!["false"]);
         check("trigger.list", "ncontains", json!("a"), expect!["false"]);
         check("trigger.s", "ncontains", Json::Null, expect!["false"]);
-        check("trigger.n", "ncontains", json!("x"), expect![[r#"error: criterion "trigger.n" (ncontains): argument of type 'int' is not iterable"#]]);
+        check(
+            "trigger.n",
+            "ncontains",
+            json!("x"),
+            expect![[
+                r#"error: criterion "trigger.n" (ncontains): argument of type 'int' is not iterable"#
+            ]],
+        );
         check("trigger.s", "icontains", json!("WORLD"), expect!["true"]);
         check("trigger.s", "icontains", json!("planet"), expect!["false"]);
         check("trigger.s", "icontains", Json::Null, expect!["false"]);
-        check("trigger.list", "icontains", json!("a"), expect![[r#"error: criterion "trigger.list" (icontains): 'list' object has no attribute 'lower'"#]]);
+        check(
+            "trigger.list",
+            "icontains",
+            json!("a"),
+            expect![[
+                r#"error: criterion "trigger.list" (icontains): 'list' object has no attribute 'lower'"#
+            ]],
+        );
         check("trigger.s", "incontains", json!("PLANET"), expect!["true"]);
         check("trigger.s", "incontains", json!("WORLD"), expect!["false"]);
         check("trigger.s", "incontains", Json::Null, expect!["false"]);
-        check("trigger.s", "incontains", json!(1), expect![[r#"error: criterion "trigger.s" (incontains): 'int' object has no attribute 'lower'"#]]);
+        check(
+            "trigger.s",
+            "incontains",
+            json!(1),
+            expect![[
+                r#"error: criterion "trigger.s" (incontains): 'int' object has no attribute 'lower'"#
+            ]],
+        );
         for op in ["inside", "in"] {
-            check("trigger.s", op, json!(["Hello World", "x"]), expect!["true"]);
+            check(
+                "trigger.s",
+                op,
+                json!(["Hello World", "x"]),
+                expect!["true"],
+            );
         }
         check("trigger.one", "in", json!(["1"]), expect!["false"]);
         check("trigger.n", "inside", json!([5.0]), expect!["true"]);
-        check("trigger.s", "inside", json!("xx Hello World xx"), expect!["true"]);
-        check("trigger.s", "inside", json!({"Hello World": 1}), expect!["true"]);
-        check("trigger.n", "inside", json!("555"), expect![[r#"error: criterion "trigger.n" (inside): 'in <string>' requires string as left operand, not int"#]]);
+        check(
+            "trigger.s",
+            "inside",
+            json!("xx Hello World xx"),
+            expect!["true"],
+        );
+        check(
+            "trigger.s",
+            "inside",
+            json!({"Hello World": 1}),
+            expect!["true"],
+        );
+        check(
+            "trigger.n",
+            "inside",
+            json!("555"),
+            expect![[
+                r#"error: criterion "trigger.n" (inside): 'in <string>' requires string as left operand, not int"#
+            ]],
+        );
         check("trigger.missing", "inside", json!([null]), expect!["true"]);
         check("trigger.s", "inside", Json::Null, expect!["false"]);
-        check("trigger.s", "inside", json!(5), expect![[r#"error: criterion "trigger.s" (inside): argument of type 'int' is not iterable"#]]);
+        check(
+            "trigger.s",
+            "inside",
+            json!(5),
+            expect![[
+                r#"error: criterion "trigger.s" (inside): argument of type 'int' is not iterable"#
+            ]],
+        );
         for op in ["ninside", "nin"] {
             check("trigger.s", op, json!(["x"]), expect!["true"]);
         }
@@ -927,19 +1042,47 @@ mod tests {
         check("trigger.s", "startswith", json!("Hello"), expect!["true"]);
         check("trigger.s", "startswith", json!("hello"), expect!["false"]);
         check("trigger.s", "startswith", Json::Null, expect!["false"]);
-        check("trigger.s", "startswith", json!(["Hello"]), expect![[r#"error: criterion "trigger.s" (startswith): startswith first arg must be str or a tuple of str, not list"#]]);
-        check("trigger.n", "startswith", json!("5"), expect![[r#"error: criterion "trigger.n" (startswith): 'int' object has no attribute 'startswith'"#]]);
+        check(
+            "trigger.s",
+            "startswith",
+            json!(["Hello"]),
+            expect![[
+                r#"error: criterion "trigger.s" (startswith): startswith first arg must be str or a tuple of str, not list"#
+            ]],
+        );
+        check(
+            "trigger.n",
+            "startswith",
+            json!("5"),
+            expect![[
+                r#"error: criterion "trigger.n" (startswith): 'int' object has no attribute 'startswith'"#
+            ]],
+        );
         check("trigger.s", "istartswith", json!("hELLO"), expect!["true"]);
         check("trigger.s", "istartswith", json!("world"), expect!["false"]);
         check("trigger.s", "istartswith", Json::Null, expect!["false"]);
         check("trigger.s", "endswith", json!("World"), expect!["true"]);
         check("trigger.s", "endswith", json!("world"), expect!["false"]);
         check("trigger.s", "endswith", Json::Null, expect!["false"]);
-        check("trigger.list", "endswith", json!("b"), expect![[r#"error: criterion "trigger.list" (endswith): 'list' object has no attribute 'endswith'"#]]);
+        check(
+            "trigger.list",
+            "endswith",
+            json!("b"),
+            expect![[
+                r#"error: criterion "trigger.list" (endswith): 'list' object has no attribute 'endswith'"#
+            ]],
+        );
         check("trigger.s", "iendswith", json!("WORLD"), expect!["true"]);
         check("trigger.s", "iendswith", json!("hello"), expect!["false"]);
         check("trigger.s", "iendswith", Json::Null, expect!["false"]);
-        check("trigger.n", "iendswith", json!("5"), expect![[r#"error: criterion "trigger.n" (iendswith): 'int' object has no attribute 'lower'"#]]);
+        check(
+            "trigger.n",
+            "iendswith",
+            json!("5"),
+            expect![[
+                r#"error: criterion "trigger.n" (iendswith): 'int' object has no attribute 'lower'"#
+            ]],
+        );
     }
 
     #[test]
@@ -952,47 +1095,151 @@ mod tests {
         check("trigger.s", "lt", json!("Z"), expect!["true"]);
         check("trigger.nums", "lt", json!([1, 3]), expect!["true"]);
         check("trigger.nums", "lt", json!([1, 2, 0]), expect!["true"]);
-        check("trigger.n", "lt", json!("10"), expect![[r#"error: criterion "trigger.n" (lt): '<' not supported between instances of 'int' and 'str'"#]]);
-        check("trigger.missing", "lt", json!(1), expect![[r#"error: criterion "trigger.missing" (lt): '<' not supported between instances of 'NoneType' and 'int'"#]]);
-        check("trigger.obj", "lt", json!({}), expect![[r#"error: criterion "trigger.obj" (lt): '<' not supported between instances of 'dict' and 'dict'"#]]);
+        check(
+            "trigger.n",
+            "lt",
+            json!("10"),
+            expect![[
+                r#"error: criterion "trigger.n" (lt): '<' not supported between instances of 'int' and 'str'"#
+            ]],
+        );
+        check(
+            "trigger.missing",
+            "lt",
+            json!(1),
+            expect![[
+                r#"error: criterion "trigger.missing" (lt): '<' not supported between instances of 'NoneType' and 'int'"#
+            ]],
+        );
+        check(
+            "trigger.obj",
+            "lt",
+            json!({}),
+            expect![[
+                r#"error: criterion "trigger.obj" (lt): '<' not supported between instances of 'dict' and 'dict'"#
+            ]],
+        );
         check("trigger.n", "lt", Json::Null, expect!["false"]);
         for op in ["greaterthan", "gt"] {
             check("trigger.n", op, json!(4), expect!["true"]);
         }
         check("trigger.n", "gt", json!(5), expect!["false"]);
         check("trigger.t", "gt", json!(0), expect!["true"]);
-        check("trigger.s", "gt", json!(1), expect![[r#"error: criterion "trigger.s" (gt): '>' not supported between instances of 'str' and 'int'"#]]);
+        check(
+            "trigger.s",
+            "gt",
+            json!(1),
+            expect![[
+                r#"error: criterion "trigger.s" (gt): '>' not supported between instances of 'str' and 'int'"#
+            ]],
+        );
         check("trigger.n", "gt", Json::Null, expect!["false"]);
         // Templated thresholds keep their native type; from the datastore they are strings.
         check("trigger.n", "lt", json!("{{ 2 * 5 }}"), expect!["true"]);
-        check("trigger.n", "lt", json!("{{ st2kv.system.threshold }}"), expect![[r#"error: criterion "trigger.n" (lt): '<' not supported between instances of 'int' and 'str'"#]]);
-        check("trigger.n", "lt", json!("{{ st2kv.system.threshold | int }}"), expect!["true"]);
+        check(
+            "trigger.n",
+            "lt",
+            json!("{{ st2kv.system.threshold }}"),
+            expect![[
+                r#"error: criterion "trigger.n" (lt): '<' not supported between instances of 'int' and 'str'"#
+            ]],
+        );
+        check(
+            "trigger.n",
+            "lt",
+            json!("{{ st2kv.system.threshold | int }}"),
+            expect!["true"],
+        );
     }
 
     #[test]
     fn pattern_operators() {
-        check("trigger.path", "matchwildcard", json!("/var/log/*"), expect!["true"]);
-        check("trigger.path", "matchwildcard", json!("/var/*/sys?og"), expect!["true"]);
-        check("trigger.path", "matchwildcard", json!("/VAR/*"), expect!["false"]);
-        check("trigger.path", "matchwildcard", json!("*[!a-z]"), expect!["false"]);
-        check("trigger.path", "matchwildcard", json!("*[gx]"), expect!["true"]);
-        check("trigger.multi", "matchwildcard", json!("line1*"), expect!["true"]);
-        check("trigger.path", "matchwildcard", Json::Null, expect!["false"]);
-        check("trigger.n", "matchwildcard", json!("*"), expect![[r#"error: criterion "trigger.n" (matchwildcard): fnmatch: expected string or bytes-like object, got 'int'"#]]);
+        check(
+            "trigger.path",
+            "matchwildcard",
+            json!("/var/log/*"),
+            expect!["true"],
+        );
+        check(
+            "trigger.path",
+            "matchwildcard",
+            json!("/var/*/sys?og"),
+            expect!["true"],
+        );
+        check(
+            "trigger.path",
+            "matchwildcard",
+            json!("/VAR/*"),
+            expect!["false"],
+        );
+        check(
+            "trigger.path",
+            "matchwildcard",
+            json!("*[!a-z]"),
+            expect!["false"],
+        );
+        check(
+            "trigger.path",
+            "matchwildcard",
+            json!("*[gx]"),
+            expect!["true"],
+        );
+        check(
+            "trigger.multi",
+            "matchwildcard",
+            json!("line1*"),
+            expect!["true"],
+        );
+        check(
+            "trigger.path",
+            "matchwildcard",
+            Json::Null,
+            expect!["false"],
+        );
+        check(
+            "trigger.n",
+            "matchwildcard",
+            json!("*"),
+            expect![[
+                r#"error: criterion "trigger.n" (matchwildcard): fnmatch: expected string or bytes-like object, got 'int'"#
+            ]],
+        );
         check("trigger.s", "matchregex", json!("Hel+o"), expect!["true"]);
         check("trigger.s", "matchregex", json!("World"), expect!["false"]);
-        check("trigger.multi", "matchregex", json!("line1.line2"), expect!["true"]);
+        check(
+            "trigger.multi",
+            "matchregex",
+            json!("line1.line2"),
+            expect!["true"],
+        );
         check("trigger.s", "matchregex", Json::Null, expect!["false"]);
         check("trigger.s", "regex", json!("W.rld$"), expect!["true"]);
         check("trigger.s", "regex", json!("world"), expect!["false"]);
-        check("trigger.multi", "regex", json!("line1.line2"), expect!["false"]);
+        check(
+            "trigger.multi",
+            "regex",
+            json!("line1.line2"),
+            expect!["false"],
+        );
         check("trigger.s", "regex", Json::Null, expect!["false"]);
-        check("trigger.s", "regex", json!("(unclosed"), expect![[r#"
+        check(
+            "trigger.s",
+            "regex",
+            json!("(unclosed"),
+            expect![[r#"
             error: criterion "trigger.s" (regex): invalid regular expression "(unclosed": regex parse error:
                 (unclosed
                 ^
-            error: unclosed group"#]]);
-        check("trigger.list", "regex", json!("a"), expect![[r#"error: criterion "trigger.list" (regex): re: expected string or bytes-like object, got 'list'"#]]);
+            error: unclosed group"#]],
+        );
+        check(
+            "trigger.list",
+            "regex",
+            json!("a"),
+            expect![[
+                r#"error: criterion "trigger.list" (regex): re: expected string or bytes-like object, got 'list'"#
+            ]],
+        );
         check("trigger.s", "iregex", json!("^hello"), expect!["true"]);
         check("trigger.s", "iregex", json!("^world"), expect!["false"]);
         check("trigger.s", "iregex", Json::Null, expect!["false"]);
@@ -1011,10 +1258,34 @@ mod tests {
         }
         check("trigger.ts_recent", "td_gt", json!(3600), expect!["false"]);
         check("trigger.ts_recent", "td_gt", Json::Null, expect!["false"]);
-        check("trigger.s", "td_gt", json!(1), expect![[r#"error: criterion "trigger.s" (td_gt): Unknown string format: Hello World"#]]);
-        check("trigger.n", "td_lt", json!(1), expect![[r#"error: criterion "trigger.n" (td_lt): Parser must be a string or character stream, not int"#]]);
-        check("trigger.ts_old", "td_lt", json!("soon"), expect![[r#"error: criterion "trigger.ts_old" (td_lt): could not convert string to float: "soon""#]]);
-        assert_eq!(parse_timestamp("2026-06-01").unwrap().to_string(), "2026-06-01T00:00:00Z");
+        check(
+            "trigger.s",
+            "td_gt",
+            json!(1),
+            expect![[
+                r#"error: criterion "trigger.s" (td_gt): Unknown string format: Hello World"#
+            ]],
+        );
+        check(
+            "trigger.n",
+            "td_lt",
+            json!(1),
+            expect![[
+                r#"error: criterion "trigger.n" (td_lt): Parser must be a string or character stream, not int"#
+            ]],
+        );
+        check(
+            "trigger.ts_old",
+            "td_lt",
+            json!("soon"),
+            expect![[
+                r#"error: criterion "trigger.ts_old" (td_lt): could not convert string to float: "soon""#
+            ]],
+        );
+        assert_eq!(
+            parse_timestamp("2026-06-01").unwrap().to_string(),
+            "2026-06-01T00:00:00Z"
+        );
     }
 
     #[test]
@@ -1029,21 +1300,90 @@ mod tests {
 
     #[test]
     fn keys_and_patterns() {
-        check("trigger.hdr['X-Custom-Header']", "equals", json!("yes"), expect!["true"]);
-        check("trigger.items[1].name", "equals", json!("b"), expect!["true"]);
-        check("trigger.items[*].name", "equals", json!("a"), expect!["true"]);
-        check("trigger.obj.inner.x#second", "equals", json!(1), expect!["true"]);
-        check("trigger.s", "equals", json!("{{ trigger.s }}"), expect!["true"]);
-        check("trigger.n", "equals", json!("{{ trigger.n }}"), expect!["true"]);
-        check("trigger.n", "equals", json!("{{ trigger.n }}!"), expect!["false"]);
-        check("trigger.list", "equals", json!("{{ trigger.list }}"), expect!["true"]);
-        check("trigger.s", "equals", json!("{{ system.env.name }}"), expect!["false"]);
+        check(
+            "trigger.hdr['X-Custom-Header']",
+            "equals",
+            json!("yes"),
+            expect!["true"],
+        );
+        check(
+            "trigger.items[1].name",
+            "equals",
+            json!("b"),
+            expect!["true"],
+        );
+        check(
+            "trigger.items[*].name",
+            "equals",
+            json!("a"),
+            expect!["true"],
+        );
+        check(
+            "trigger.obj.inner.x#second",
+            "equals",
+            json!(1),
+            expect!["true"],
+        );
+        check(
+            "trigger.s",
+            "equals",
+            json!("{{ trigger.s }}"),
+            expect!["true"],
+        );
+        check(
+            "trigger.n",
+            "equals",
+            json!("{{ trigger.n }}"),
+            expect!["true"],
+        );
+        check(
+            "trigger.n",
+            "equals",
+            json!("{{ trigger.n }}!"),
+            expect!["false"],
+        );
+        check(
+            "trigger.list",
+            "equals",
+            json!("{{ trigger.list }}"),
+            expect!["true"],
+        );
+        check(
+            "trigger.s",
+            "equals",
+            json!("{{ system.env.name }}"),
+            expect!["false"],
+        );
         check("system.env.name", "equals", json!("prod"), expect!["true"]);
         check("system.nope", "exists", json!("x"), expect!["false"]);
-        check("trigger.s", "contains", json!("{{ st2kv.system.missing }}"), expect!["true"]);
-        check("trigger.s", "equals", json!("{{ nope }}"), expect![[r#"error: criterion "trigger.s" (equals): failed to render pattern: 'nope' is undefined"#]]);
-        check("trigger.s", "bogus", json!("x"), expect![[r#"error: criterion "trigger.s": invalid operator "bogus""#]]);
-        check("trigger.[", "equals", json!("x"), expect![[r#"error: criterion "trigger.[": invalid JSONPath "trigger.[": expected a field name, found the end"#]]);
+        check(
+            "trigger.s",
+            "contains",
+            json!("{{ st2kv.system.missing }}"),
+            expect!["true"],
+        );
+        check(
+            "trigger.s",
+            "equals",
+            json!("{{ nope }}"),
+            expect![[
+                r#"error: criterion "trigger.s" (equals): failed to render pattern: 'nope' is undefined"#
+            ]],
+        );
+        check(
+            "trigger.s",
+            "bogus",
+            json!("x"),
+            expect![[r#"error: criterion "trigger.s": invalid operator "bogus""#]],
+        );
+        check(
+            "trigger.[",
+            "equals",
+            json!("x"),
+            expect![[
+                r#"error: criterion "trigger.[": invalid JSONPath "trigger.[": expected a field name, found the end"#
+            ]],
+        );
         expect![[r#"error: criterion "trigger.s": has no operator ('type')"#]]
             .assert_eq(&run(json!({"trigger.s": {"pattern": "x"}}), &payload()));
         expect![[r#"error: criterion "trigger.s": must be a mapping with 'type' and 'pattern'"#]]
@@ -1088,20 +1428,44 @@ mod tests {
         check_search("any", both.clone(), expect!["true"]);
         check_search("any", mixed.clone(), expect!["false"]);
         check_search("all", both.clone(), expect!["false"]);
-        check_search("all", json!({"item.n": {"type": "gt", "pattern": 0}}), expect!["true"]);
+        check_search(
+            "all",
+            json!({"item.n": {"type": "gt", "pattern": 0}}),
+            expect!["true"],
+        );
         check_search("all2any", mixed.clone(), expect!["true"]);
-        check_search("all2any", json!({"item.name": {"type": "equals", "pattern": "a"}}), expect!["false"]);
+        check_search(
+            "all2any",
+            json!({"item.name": {"type": "equals", "pattern": "a"}}),
+            expect!["false"],
+        );
         check_search("any2any", mixed, expect!["true"]);
-        check_search("any2any", json!({"item.name": {"type": "equals", "pattern": "zz"}}), expect!["false"]);
-        check_search("some", both, expect![[r#"error: criterion "trigger.items" (search): The 'some' search condition is not recognized, only 'any', 'all', 'all2any' and 'any2any' are allowed"#]]);
+        check_search(
+            "any2any",
+            json!({"item.name": {"type": "equals", "pattern": "zz"}}),
+            expect!["false"],
+        );
+        check_search(
+            "some",
+            both,
+            expect![[
+                r#"error: criterion "trigger.items" (search): The 'some' search condition is not recognized, only 'any', 'all', 'all2any' and 'any2any' are allowed"#
+            ]],
+        );
         // A dict payload value is searched as a one-item list.
         let c = json!({"trigger.obj": {"type": "search", "condition": "any", "pattern": {"item.k": {"type": "eq", "pattern": "v"}}}});
         expect!["true"].assert_eq(&run(c, &payload()));
         let c = json!({"trigger.missing": {"type": "search", "condition": "any", "pattern": {}}});
-        expect![[r#"error: criterion "trigger.missing" (search): 'NoneType' object is not iterable"#]].assert_eq(&run(c, &payload()));
+        expect![[
+            r#"error: criterion "trigger.missing" (search): 'NoneType' object is not iterable"#
+        ]]
+        .assert_eq(&run(c, &payload()));
         // A child error does not hide a match elsewhere, but is reported when nothing matches.
         let c = json!({"trigger.items": {"type": "search", "condition": "any", "pattern": {"item.n": {"type": "contains", "pattern": 1}}}});
-        expect![[r#"error: criterion "item.n" (contains): argument of type 'int' is not iterable"#]].assert_eq(&run(c, &payload()));
+        expect![[
+            r#"error: criterion "item.n" (contains): argument of type 'int' is not iterable"#
+        ]]
+        .assert_eq(&run(c, &payload()));
         let c = json!({"trigger.list": {"type": "search", "condition": "any", "pattern": {"item": {"type": "contains", "pattern": "a"}}}});
         expect!["true"].assert_eq(&run(c, &payload()));
     }
@@ -1112,7 +1476,8 @@ mod tests {
         for _ in 0..MAX_SEARCH_DEPTH {
             pattern = json!({"item": {"type": "search", "condition": "any", "pattern": pattern}});
         }
-        let c = json!({"trigger.items": {"type": "search", "condition": "any", "pattern": pattern}});
+        let c =
+            json!({"trigger.items": {"type": "search", "condition": "any", "pattern": pattern}});
         let out = run(c, &payload());
         assert!(out.contains("nested deeper"), "{out}");
     }
@@ -1159,30 +1524,61 @@ mod tests {
     #[test]
     fn attune_conditions() {
         let env = TemplateEnv::new();
-        let ev = event(json!({"status": "critical", "n": 5, "msg": "disk full", "nested": {"a": 1}}));
+        let ev =
+            event(json!({"status": "critical", "n": 5, "msg": "disk full", "nested": {"a": 1}}));
         let check = |c: Json, e: &Json| evaluate_attune(&c, e, &env);
         assert!(check(Json::Null, &ev));
         assert!(check(json!({}), &ev));
         assert!(check(json!([]), &ev));
-        assert!(check(json!([{"field": "x", "operator": "equals", "value": 1}]), &event(Json::Null)));
-        assert!(check(json!({"expression": "{{ event.payload.status == \"critical\" }}"}), &ev));
-        assert!(!check(json!({"expression": "{{ event.payload.status == 'ok' }}"}), &ev));
-        assert!(check(json!({"expression": "event.payload.n > 3 and 'disk' in event.payload.msg"}), &ev));
+        assert!(check(
+            json!([{"field": "x", "operator": "equals", "value": 1}]),
+            &event(Json::Null)
+        ));
+        assert!(check(
+            json!({"expression": "{{ event.payload.status == \"critical\" }}"}),
+            &ev
+        ));
+        assert!(!check(
+            json!({"expression": "{{ event.payload.status == 'ok' }}"}),
+            &ev
+        ));
+        assert!(check(
+            json!({"expression": "event.payload.n > 3 and 'disk' in event.payload.msg"}),
+            &ev
+        ));
         assert!(check(json!({"expression": "{{ event.payload.msg }}"}), &ev));
-        assert!(!check(json!({"expression": "{{ event.payload.nope.deeper }}"}), &ev));
+        assert!(!check(
+            json!({"expression": "{{ event.payload.nope.deeper }}"}),
+            &ev
+        ));
         assert!(!check(json!({"expression": "{{ 1 / 0 }}"}), &ev));
         assert!(!check(json!({"expression": "{{ [] }}"}), &ev));
         assert!(!check(json!({"other": 1}), &ev));
-        assert!(check(json!([
-            {"field": "status", "operator": "equals", "value": "critical"},
-            {"field": "n", "operator": "not_equals", "value": 4},
-            {"field": "msg", "operator": "contains", "value": "disk"},
-            {"field": "nested.a", "operator": "equals", "value": 1}
-        ]), &ev));
-        assert!(!check(json!([{"field": "n", "operator": "equals", "value": "5"}]), &ev));
-        assert!(!check(json!([{"field": "n", "operator": "contains", "value": 5}]), &ev));
-        assert!(!check(json!([{"field": "missing", "operator": "not_equals", "value": 1}]), &ev));
-        assert!(!check(json!([{"field": "n", "operator": "greater", "value": 1}]), &ev));
+        assert!(check(
+            json!([
+                {"field": "status", "operator": "equals", "value": "critical"},
+                {"field": "n", "operator": "not_equals", "value": 4},
+                {"field": "msg", "operator": "contains", "value": "disk"},
+                {"field": "nested.a", "operator": "equals", "value": 1}
+            ]),
+            &ev
+        ));
+        assert!(!check(
+            json!([{"field": "n", "operator": "equals", "value": "5"}]),
+            &ev
+        ));
+        assert!(!check(
+            json!([{"field": "n", "operator": "contains", "value": 5}]),
+            &ev
+        ));
+        assert!(!check(
+            json!([{"field": "missing", "operator": "not_equals", "value": 1}]),
+            &ev
+        ));
+        assert!(!check(
+            json!([{"field": "n", "operator": "greater", "value": 1}]),
+            &ev
+        ));
         assert!(!check(json!("string conditions"), &ev));
     }
 }

@@ -57,7 +57,10 @@ impl Params {
         let v = match self.pos.get(i) {
             Some(v) => {
                 if self.kw.has(name) {
-                    return Err(err(self.filter, format!("got multiple values for {name:?}")));
+                    return Err(err(
+                        self.filter,
+                        format!("got multiple values for {name:?}"),
+                    ));
                 }
                 Some(v.clone())
             }
@@ -112,24 +115,26 @@ pub(super) fn register(env: &mut Environment<'static>) {
     env.add_filter("to_yaml_string", to_yaml_string);
     env.add_filter("from_json_string", |v: Value| -> Result<Value, Error> {
         let text = py_str(&v);
-        let j: Json =
-            serde_json::from_str(&text).map_err(|e| err("from_json_string", e))?;
+        let j: Json = serde_json::from_str(&text).map_err(|e| err("from_json_string", e))?;
         Ok(from_json(&j))
     });
     env.add_filter("from_yaml_string", |v: Value| -> Result<Value, Error> {
         let j = parse_yaml(&py_str(&v)).map_err(|e| err("from_yaml_string", e))?;
         Ok(from_json(&j))
     });
-    env.add_filter("jsonpath_query", |v: Value, query: Value| -> Result<Value, Error> {
-        let path = JsonPath::parse(&py_str(&query)).map_err(|e| err("jsonpath_query", e))?;
-        let doc = json_of("jsonpath_query", &v)?;
-        let found: Vec<Json> = path.find(&doc).into_iter().cloned().collect();
-        if found.is_empty() {
-            Ok(Value::from(()))
-        } else {
-            Ok(from_json(&Json::Array(found)))
-        }
-    });
+    env.add_filter(
+        "jsonpath_query",
+        |v: Value, query: Value| -> Result<Value, Error> {
+            let path = JsonPath::parse(&py_str(&query)).map_err(|e| err("jsonpath_query", e))?;
+            let doc = json_of("jsonpath_query", &v)?;
+            let found: Vec<Json> = path.find(&doc).into_iter().cloned().collect();
+            if found.is_empty() {
+                Ok(Value::from(()))
+            } else {
+                Ok(from_json(&Json::Array(found)))
+            }
+        },
+    );
     env.add_filter("regex_match", |v: Value, args: Rest<ValueOrKwargs>| {
         regex_bool("regex_match", v, args, true)
     });
@@ -149,25 +154,45 @@ pub(super) fn register(env: &mut Environment<'static>) {
         let p = py_str(&v);
         Value::from(p.rsplit('/').next().unwrap_or("").to_string())
     });
-    env.add_filter("dirname", |v: Value| -> Value { Value::from(dirname(&py_str(&v))) });
-    env.add_filter("to_human_time_from_seconds", |v: Value| -> Result<Value, Error> {
-        human_time(&v).map(Value::from).map_err(|e| err("to_human_time_from_seconds", e))
+    env.add_filter("dirname", |v: Value| -> Value {
+        Value::from(dirname(&py_str(&v)))
     });
-    env.add_filter("version_compare", |v: Value, p: Value| -> Result<Value, Error> {
-        Ok(Value::from(ver_cmp("version_compare", &v, &p)?))
-    });
-    env.add_filter("version_more_than", |v: Value, p: Value| -> Result<bool, Error> {
-        Ok(ver_cmp("version_more_than", &v, &p)? == 1)
-    });
-    env.add_filter("version_less_than", |v: Value, p: Value| -> Result<bool, Error> {
-        Ok(ver_cmp("version_less_than", &v, &p)? == -1)
-    });
-    env.add_filter("version_equal", |v: Value, p: Value| -> Result<bool, Error> {
-        Ok(ver_cmp("version_equal", &v, &p)? == 0)
-    });
-    env.add_filter("version_match", |v: Value, p: Value| -> Result<bool, Error> {
-        semver_match(&py_str(&v), &py_str(&p)).map_err(|e| err("version_match", e))
-    });
+    env.add_filter(
+        "to_human_time_from_seconds",
+        |v: Value| -> Result<Value, Error> {
+            human_time(&v)
+                .map(Value::from)
+                .map_err(|e| err("to_human_time_from_seconds", e))
+        },
+    );
+    env.add_filter(
+        "version_compare",
+        |v: Value, p: Value| -> Result<Value, Error> {
+            Ok(Value::from(ver_cmp("version_compare", &v, &p)?))
+        },
+    );
+    env.add_filter(
+        "version_more_than",
+        |v: Value, p: Value| -> Result<bool, Error> {
+            Ok(ver_cmp("version_more_than", &v, &p)? == 1)
+        },
+    );
+    env.add_filter(
+        "version_less_than",
+        |v: Value, p: Value| -> Result<bool, Error> {
+            Ok(ver_cmp("version_less_than", &v, &p)? == -1)
+        },
+    );
+    env.add_filter(
+        "version_equal",
+        |v: Value, p: Value| -> Result<bool, Error> { Ok(ver_cmp("version_equal", &v, &p)? == 0) },
+    );
+    env.add_filter(
+        "version_match",
+        |v: Value, p: Value| -> Result<bool, Error> {
+            semver_match(&py_str(&v), &py_str(&p)).map_err(|e| err("version_match", e))
+        },
+    );
     env.add_filter("version_bump_major", |v: Value| -> Result<String, Error> {
         let s = Semver::parse(&py_str(&v)).map_err(|e| err("version_bump_major", e))?;
         Ok(format!("{}.0.0", s.major.saturating_add(1)))
@@ -178,7 +203,12 @@ pub(super) fn register(env: &mut Environment<'static>) {
     });
     env.add_filter("version_bump_patch", |v: Value| -> Result<String, Error> {
         let s = Semver::parse(&py_str(&v)).map_err(|e| err("version_bump_patch", e))?;
-        Ok(format!("{}.{}.{}", s.major, s.minor, s.patch.saturating_add(1)))
+        Ok(format!(
+            "{}.{}.{}",
+            s.major,
+            s.minor,
+            s.patch.saturating_add(1)
+        ))
     });
     env.add_filter("version_strip_patch", |v: Value| -> Result<String, Error> {
         let s = Semver::parse(&py_str(&v)).map_err(|e| err("version_strip_patch", e))?;
@@ -225,7 +255,12 @@ fn to_json_string(v: Value, args: Rest<ValueOrKwargs>) -> Result<Value, Error> {
                 .collect();
             match parts.as_slice() {
                 [a, b] => (py_str(a), py_str(b)),
-                _ => return Err(err("to_json_string", "separators must be a pair of strings")),
+                _ => {
+                    return Err(err(
+                        "to_json_string",
+                        "separators must be a pair of strings",
+                    ));
+                }
             }
         }
     };
@@ -484,7 +519,11 @@ fn yaml_float(f: f64) -> String {
         return ".nan".into();
     }
     if f.is_infinite() {
-        return if f > 0.0 { ".inf".into() } else { "-.inf".into() };
+        return if f > 0.0 {
+            ".inf".into()
+        } else {
+            "-.inf".into()
+        };
     }
     let r = python_float_repr(f).to_lowercase();
     // PyYAML keeps a '.' in the mantissa so the text resolves back to a float: 1e+16 → 1.0e+16.
@@ -498,7 +537,8 @@ fn yaml_float(f: f64) -> String {
 fn resolves_to_non_string(s: &str) -> bool {
     const WORDS: &[&str] = &[
         "", "~", "null", "Null", "NULL", "yes", "Yes", "YES", "no", "No", "NO", "true", "True",
-        "TRUE", "false", "False", "FALSE", "on", "On", "ON", "off", "Off", "OFF", "<<", "=", ".inf", ".Inf", ".INF", "+.inf", "-.inf", ".nan", ".NaN", ".NAN",
+        "TRUE", "false", "False", "FALSE", "on", "On", "ON", "off", "Off", "OFF", "<<", "=",
+        ".inf", ".Inf", ".INF", "+.inf", "-.inf", ".nan", ".NaN", ".NAN",
     ];
     if WORDS.contains(&s) {
         return true;
@@ -514,7 +554,25 @@ fn resolves_to_non_string(s: &str) -> bool {
     // separators) and dates/timestamps all start with a digit or '.' and use only these
     // characters; quoting a few extra strings is harmless, plain-emitting a number is not.
     body.chars().all(|c| {
-        c.is_ascii_hexdigit() || matches!(c, '.' | '_' | ':' | 'x' | 'o' | 'X' | 'O' | '+' | '-' | 'e' | 'E' | 'T' | 't' | 'Z' | 'z' | ' ')
+        c.is_ascii_hexdigit()
+            || matches!(
+                c,
+                '.' | '_'
+                    | ':'
+                    | 'x'
+                    | 'o'
+                    | 'X'
+                    | 'O'
+                    | '+'
+                    | '-'
+                    | 'e'
+                    | 'E'
+                    | 'T'
+                    | 't'
+                    | 'Z'
+                    | 'z'
+                    | ' '
+            )
     })
 }
 
@@ -757,7 +815,10 @@ impl Semver {
             None => (core, None),
         };
         let num = |t: &str| -> Result<u64, String> {
-            if t.is_empty() || (t.len() > 1 && t.starts_with('0')) || !t.bytes().all(|b| b.is_ascii_digit()) {
+            if t.is_empty()
+                || (t.len() > 1 && t.starts_with('0'))
+                || !t.bytes().all(|b| b.is_ascii_digit())
+            {
                 return Err(bad());
             }
             t.parse().map_err(|_| bad())
@@ -789,7 +850,8 @@ impl Semver {
 
     fn cmp(&self, other: &Semver) -> std::cmp::Ordering {
         use std::cmp::Ordering;
-        let core = (self.major, self.minor, self.patch).cmp(&(other.major, other.minor, other.patch));
+        let core =
+            (self.major, self.minor, self.patch).cmp(&(other.major, other.minor, other.patch));
         if core != Ordering::Equal {
             return core;
         }

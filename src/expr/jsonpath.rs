@@ -149,9 +149,15 @@ fn apply<'v>(step: &Step, v: &'v Value) -> Vec<&'v Value> {
             .collect(),
         (Step::Slice(a, b), Value::Array(items)) => {
             let (start, end) = slice_bounds(items.len(), *a, *b);
-            items.get(start..end).map(|s| s.iter().collect()).unwrap_or_default()
+            items
+                .get(start..end)
+                .map(|s| s.iter().collect())
+                .unwrap_or_default()
         }
-        (Step::Slice(..), Value::Object(_) | Value::String(_) | Value::Number(_) | Value::Bool(_)) => {
+        (
+            Step::Slice(..),
+            Value::Object(_) | Value::String(_) | Value::Number(_) | Value::Bool(_),
+        ) => {
             vec![v]
         }
         _ => Vec::new(),
@@ -319,7 +325,10 @@ impl Parser {
                 }
                 Ok(s)
             }
-            Some(c) => Err(format!("expected a field name, found {c:?} at offset {}", self.pos)),
+            Some(c) => Err(format!(
+                "expected a field name, found {c:?} at offset {}",
+                self.pos
+            )),
             None => Err("expected a field name, found the end".into()),
         }
     }
@@ -336,7 +345,12 @@ impl Parser {
         if self.pos == start {
             return Ok(None);
         }
-        let text: String = self.chars.get(start..self.pos).unwrap_or(&[]).iter().collect();
+        let text: String = self
+            .chars
+            .get(start..self.pos)
+            .unwrap_or(&[])
+            .iter()
+            .collect();
         text.parse::<i64>()
             .map(Some)
             .map_err(|_| format!("invalid index {text:?}"))
@@ -431,11 +445,32 @@ mod tests {
         check("trigger.missing.x", expect![""]);
         check("trigger.items.id", expect![""]);
         check("trigger.body.x.y", expect![""]);
-        check("trigger.", expect![[r#"error: invalid JSONPath "trigger.": expected a field name, found the end"#]]);
-        check("trigger.0", expect![[r#"error: invalid JSONPath "trigger.0": expected a field name, found '0' at offset 8"#]]);
-        check("trigger[0", expect![[r#"error: invalid JSONPath "trigger[0": expected ']' at offset 9"#]]);
-        check("a where b", expect![[r#"error: invalid JSONPath "a where b": unexpected 'w' at offset 2"#]]);
-        check("trigger.items[0:2:1]", expect![[r#"error: invalid JSONPath "trigger.items[0:2:1]": slice steps are not supported"#]]);
+        check(
+            "trigger.",
+            expect![[
+                r#"error: invalid JSONPath "trigger.": expected a field name, found the end"#
+            ]],
+        );
+        check(
+            "trigger.0",
+            expect![[
+                r#"error: invalid JSONPath "trigger.0": expected a field name, found '0' at offset 8"#
+            ]],
+        );
+        check(
+            "trigger[0",
+            expect![[r#"error: invalid JSONPath "trigger[0": expected ']' at offset 9"#]],
+        );
+        check(
+            "a where b",
+            expect![[r#"error: invalid JSONPath "a where b": unexpected 'w' at offset 2"#]],
+        );
+        check(
+            "trigger.items[0:2:1]",
+            expect![[
+                r#"error: invalid JSONPath "trigger.items[0:2:1]": slice steps are not supported"#
+            ]],
+        );
         check("", expect![[r#"error: invalid JSONPath "": empty path"#]]);
     }
 
@@ -446,7 +481,12 @@ mod tests {
         assert_eq!(p.find_in(&[("trigger", &payload)]), vec![&json!(2)]);
         assert_eq!(p.root_field(), Some("trigger"));
         assert_eq!(p.plain_fields(), Some(vec!["trigger", "a", "b"]));
-        assert!(JsonPath::parse("other.a").unwrap().find_in(&[("trigger", &payload)]).is_empty());
+        assert!(
+            JsonPath::parse("other.a")
+                .unwrap()
+                .find_in(&[("trigger", &payload)])
+                .is_empty()
+        );
         assert_eq!(first_match("a.b", &payload), Some(&json!(2)));
         assert_eq!(all_matches("a.*", &payload), vec![&json!(2)]);
         assert_eq!(first_match("a[", &payload), None);
@@ -455,6 +495,11 @@ mod tests {
     #[test]
     fn path_length_limit() {
         let long = "a.".repeat(MAX_PATH_LEN) + "a";
-        assert!(JsonPath::parse(&long).unwrap_err().reason.contains("too long"));
+        assert!(
+            JsonPath::parse(&long)
+                .unwrap_err()
+                .reason
+                .contains("too long")
+        );
     }
 }

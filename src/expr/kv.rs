@@ -68,9 +68,8 @@ pub(super) fn with_source<R>(kv: Option<&dyn KvSource>, f: impl FnOnce() -> R) -
     // `Restore` guard removes it before this function returns or unwinds, i.e. while the
     // caller's borrow of `kv` is still live, and the thread-local is never read from another
     // thread. Nested renders save and restore the outer value.
-    let erased: Option<&'static dyn KvSource> = kv.map(|k| unsafe {
-        std::mem::transmute::<&dyn KvSource, &'static dyn KvSource>(k)
-    });
+    let erased: Option<&'static dyn KvSource> =
+        kv.map(|k| unsafe { std::mem::transmute::<&dyn KvSource, &'static dyn KvSource>(k) });
     let _restore = Restore(ACTIVE.with(|a| a.replace(erased)));
     f()
 }

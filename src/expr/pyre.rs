@@ -206,7 +206,11 @@ mod tests {
         };
         assert!(!compile("b", anchored).unwrap().is_match("ab"));
         assert!(compile("a|b", anchored).unwrap().is_match("bc"));
-        assert!(compile("(?<=a)b", f).unwrap_err().contains("invalid regular expression"));
+        assert!(
+            compile("(?<=a)b", f)
+                .unwrap_err()
+                .contains("invalid regular expression")
+        );
     }
 
     #[test]
@@ -218,7 +222,10 @@ mod tests {
     #[test]
     fn replacements() {
         assert_eq!(translate_replacement(r"\2-\1").unwrap(), "${2}-${1}");
-        assert_eq!(translate_replacement(r"\g<name>\g<10>").unwrap(), "${name}${10}");
+        assert_eq!(
+            translate_replacement(r"\g<name>\g<10>").unwrap(),
+            "${name}${10}"
+        );
         assert_eq!(translate_replacement(r"cost $5\n").unwrap(), "cost $$5\n");
         assert_eq!(translate_replacement(r"a\\b").unwrap(), r"a\b");
         assert!(translate_replacement(r"\q").is_err());

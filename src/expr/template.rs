@@ -98,14 +98,13 @@ impl TemplateEnv {
     pub fn new() -> TemplateEnv {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
-        match SyntaxConfig::builder()
+        // The default delimiters always build; were that to change, the default syntax stays.
+        if let Ok(syntax) = SyntaxConfig::builder()
             .trim_blocks(true)
             .lstrip_blocks(true)
             .build()
         {
-            Ok(syntax) => env.set_syntax(syntax),
-            // The default delimiters always build; keep the default syntax if that changed.
-            Err(_) => {}
+            env.set_syntax(syntax);
         }
         env.set_fuel(Some(TEMPLATE_FUEL));
         env.set_recursion_limit(TEMPLATE_RECURSION_LIMIT);
@@ -158,8 +157,12 @@ impl TemplateEnv {
     ) -> Result<Json, TemplateError> {
         let p = self.prepare(ctx);
         with_source(kv, || {
-            let v = self.eval_value(expr, &p)?;
-            value_to_json(&v)
+            check_size(expr)?;
+            let env: &Environment<'_> = &self.env;
+            let compiled = env
+                .compile_expression(expr)
+                .map_err(|e| self.convert(e, expr, &p))?;
+            self.eval_json(&compiled, expr, &p)
         })
     }
 
@@ -201,12 +204,7 @@ impl TemplateEnv {
 
     /// Renders with a prepared context (the caller has set up the `KvSource`).
     pub(super) fn render_prepared(&self, tpl: &str, p: &Prepared) -> Result<String, TemplateError> {
-        if tpl.len() > MAX_TEMPLATE_BYTES {
-            return Err(TemplateError::new(
-                TemplateErrorKind::TooLarge,
-                format!("template larger than {MAX_TEMPLATE_BYTES} bytes"),
-            ));
-        }
+        check_size(tpl)?;
         let env: &Environment<'_> = &self.env;
         let t = env
             .template_from_str(tpl)
@@ -229,10 +227,14 @@ impl TemplateEnv {
         if !is_template(s) {
             return Ok(Json::String(s.to_string()));
         }
-        if let Some(expr) = single_expression(s)
-            && let Some(v) = self.try_eval_value(expr, p)
-        {
-            return value_to_json(&v?);
+        check_size(s)?;
+        if let Some(expr) = single_expression(s) {
+            let env: &Environment<'_> = &self.env;
+            // Not an expression after all (e.g. a string literal containing `}}`): render the
+            // text as a template, which also reports the real syntax error.
+            if let Ok(compiled) = env.compile_expression(expr) {
+                return self.eval_json(&compiled, expr, p);
+            }
         }
         self.render_prepared(s, p).map(Json::String)
     }
@@ -272,22 +274,32 @@ impl TemplateEnv {
         }
     }
 
-    /// Compiles `expr` as an expression; `None` when it does not parse as one (the caller then
-    /// renders the text as a template, which reports the real syntax error).
-    fn try_eval_value(&self, expr: &str, p: &Prepared) -> Option<Result<Value, TemplateError>> {
-        let env: &Environment<'_> = &self.env;
-        let compiled = env.compile_expression(expr).ok()?;
-        Some(self.eval_compiled(&compiled, expr, p))
+    /// An expression's value as JSON; undefined parts are errors naming the variable.
+    fn eval_json(
+        &self,
+        compiled: &minijinja::Expression<'_, '_>,
+        expr: &str,
+        p: &Prepared,
+    ) -> Result<Json, TemplateError> {
+        let v = self.eval_compiled(compiled, expr, p)?;
+        value_to_json(&v).map_err(|e| {
+            if e.kind == TemplateErrorKind::Undefined {
+                undefined_error(
+                    &self.env,
+                    compiled.undeclared_variables(true),
+                    expr,
+                    p,
+                    None,
+                )
+            } else {
+                e
+            }
+        })
     }
 
     /// Evaluates an expression; an undefined result is an error naming the variable.
     pub(super) fn eval_value(&self, expr: &str, p: &Prepared) -> Result<Value, TemplateError> {
-        if expr.len() > MAX_TEMPLATE_BYTES {
-            return Err(TemplateError::new(
-                TemplateErrorKind::TooLarge,
-                format!("expression larger than {MAX_TEMPLATE_BYTES} bytes"),
-            ));
-        }
+        check_size(expr)?;
         let env: &Environment<'_> = &self.env;
         let compiled = env
             .compile_expression(expr)
@@ -392,7 +404,12 @@ fn undefined_error(
     let globals: HashSet<String> = env.globals().map(|(k, _)| k.to_string()).collect();
     let mut paths: Vec<String> = names.into_iter().collect();
     // Report the first one in source order (ties and unknown positions by name).
-    paths.sort_by_key(|path| (source.find(path.as_str()).unwrap_or(usize::MAX), path.clone()));
+    paths.sort_by_key(|path| {
+        (
+            source.find(path.as_str()).unwrap_or(usize::MAX),
+            path.clone(),
+        )
+    });
     for path in &paths {
         let mut parts = path.split('.');
         let Some(root) = parts.next() else { continue };
@@ -431,6 +448,16 @@ fn undefined_error(
             .into(),
         line,
     }
+}
+
+fn check_size(source: &str) -> Result<(), TemplateError> {
+    if source.len() > MAX_TEMPLATE_BYTES {
+        return Err(TemplateError::new(
+            TemplateErrorKind::TooLarge,
+            format!("template larger than {MAX_TEMPLATE_BYTES} bytes"),
+        ));
+    }
+    Ok(())
 }
 
 fn value_to_json(v: &Value) -> Result<Json, TemplateError> {
@@ -584,59 +611,148 @@ mod tests {
 
     #[test]
     fn printing_is_python_str() {
-        check("{{ trigger.body }}", expect![[r#"{'b': 1, 'a': True, 'c': None, 'name': 'web-01', 'list': ['x', 1, 2.5]}"#]]);
+        check(
+            "{{ trigger.body }}",
+            expect![[r#"{'b': 1, 'a': True, 'c': None, 'name': 'web-01', 'list': ['x', 1, 2.5]}"#]],
+        );
         check("{{ trigger.body.list }}", expect!["['x', 1, 2.5]"]);
-        check("{{ trigger.body.a }} {{ trigger.body.c }} {{ 1.0 }} {{ 1e16 }}", expect!["True None 1.0 1e+16"]);
-        check("{{ {'k': 'v'} }} {{ (1, 'a') }} {{ [none] }}", expect!["{'k': 'v'} (1, 'a') [None]"]);
+        check(
+            "{{ trigger.body.a }} {{ trigger.body.c }} {{ 1.0 }} {{ 1e16 }}",
+            expect!["True None 1.0 1e+16"],
+        );
+        check(
+            "{{ {'k': 'v'} }} {{ (1, 'a') }} {{ [none] }}",
+            expect!["{'k': 'v'} (1, 'a') [None]"],
+        );
         check("{{ trigger.text }}", expect!["Hello World"]);
     }
 
     #[test]
     fn python_methods_and_builtins() {
         check("{{ trigger.text.upper() }}", expect!["HELLO WORLD"]);
-        check("{{ trigger.body.name.split('-') }}", expect!["['web', '01']"]);
-        check("{{ trigger.body.keys() | list }}", expect!["['b', 'a', 'c', 'name', 'list']"]);
-        check("{% for k, v in trigger.body.items() %}{{ k }}={{ v }};{% endfor %}", expect!["b=1;a=True;c=None;name=web-01;list=['x', 1, 2.5];"]);
+        check(
+            "{{ trigger.body.name.split('-') }}",
+            expect!["['web', '01']"],
+        );
+        check(
+            "{{ trigger.body.keys() | list }}",
+            expect!["['b', 'a', 'c', 'name', 'list']"],
+        );
+        check(
+            "{% for k, v in trigger.body.items() %}{{ k }}={{ v }};{% endfor %}",
+            expect!["b=1;a=True;c=None;name=web-01;list=['x', 1, 2.5];"],
+        );
         check("{{ trigger.missing | default('d') }}", expect!["d"]);
-        check("{{ trigger.body.list | length }} {{ trigger.body.list | join(',') }}", expect!["3 x,1,2.5"]);
-        check("{{ trigger.text | replace('World', 'There') }}", expect!["Hello There"]);
-        check("{{ 'a' in trigger.body }} {{ 'zz' in trigger.body }}", expect!["True False"]);
-        check("{{ trigger.body.list[0] }} {{ trigger.body.list[-1] }}", expect!["x 2.5"]);
-        check("{{ trigger.body == {'b': 1, 'a': true, 'c': none, 'name': 'web-01', 'list': ['x', 1, 2.5]} }}", expect!["True"]);
-        check("{{ trigger.body | tojson }}", expect![[r#"{"b": 1, "a": true, "c": null, "name": "web-01", "list": ["x", 1, 2.5]}"#]]);
+        check(
+            "{{ trigger.body.list | length }} {{ trigger.body.list | join(',') }}",
+            expect!["3 x,1,2.5"],
+        );
+        check(
+            "{{ trigger.text | replace('World', 'There') }}",
+            expect!["Hello There"],
+        );
+        check(
+            "{{ 'a' in trigger.body }} {{ 'zz' in trigger.body }} {{ 1 is in [1, 2] }}",
+            expect!["True False True"],
+        );
+        check(
+            "{{ trigger.body.list[0] }} {{ trigger.body.list[-1] }}",
+            expect!["x 2.5"],
+        );
+        check(
+            "{{ trigger.body == {'b': 1, 'a': true, 'c': none, 'name': 'web-01', 'list': ['x', 1, 2.5]} }}",
+            expect!["True"],
+        );
+        check(
+            "{{ trigger.body | tojson }}",
+            expect![[r#"{"b": 1, "a": true, "c": null, "name": "web-01", "list": ["x", 1, 2.5]}"#]],
+        );
     }
 
     #[test]
     fn whitespace_control() {
         let env = TemplateEnv::new();
-        let out = env.render_str("{% if trigger.count > 1 %}\n  many\n  {% endif %}\nend\n", &ctx(), None);
+        let out = env.render_str(
+            "{% if trigger.count > 1 %}\n  many\n  {% endif %}\nend\n",
+            &ctx(),
+            None,
+        );
         assert_eq!(out.unwrap(), "  many\nend");
     }
 
     #[test]
     fn strict_undefined_names_the_variable() {
-        check("{{ nope }}", expect!["ERROR[Undefined] 'nope' is undefined (line 1)"]);
-        check("ok\n{{ trigger.body.zz }}", expect!["ERROR[Undefined] 'trigger.body' has no attribute 'zz' (line 2)"]);
-        check("{{ trigger.nope.x }}", expect!["ERROR[Undefined] 'trigger' has no attribute 'nope' (line 1)"]);
-        check("{% if missing %}x{% endif %}", expect!["ERROR[Undefined] 'missing' is undefined (line 1)"]);
-        check_native("{{ nope }}", expect!["ERROR[Undefined] 'nope' is undefined"]);
-        check_native("{{ trigger.body.zz }}", expect!["ERROR[Undefined] 'trigger.body' has no attribute 'zz'"]);
+        check(
+            "{{ nope }}",
+            expect!["ERROR[Undefined] 'nope' is undefined (line 1)"],
+        );
+        check(
+            "ok\n{{ trigger.body.zz }}",
+            expect!["ERROR[Undefined] 'trigger.body' has no attribute 'zz' (line 2)"],
+        );
+        check(
+            "{{ trigger.nope.x }}",
+            expect!["ERROR[Undefined] 'trigger' has no attribute 'nope' (line 1)"],
+        );
+        check(
+            "{% if missing %}x{% endif %}",
+            expect!["ERROR[Undefined] 'missing' is undefined (line 1)"],
+        );
+        check_native(
+            "{{ nope }}",
+            expect!["ERROR[Undefined] 'nope' is undefined"],
+        );
+        check_native(
+            "{{ trigger.body.zz }}",
+            expect!["ERROR[Undefined] 'trigger.body' has no attribute 'zz'"],
+        );
+        check_native(
+            "{{ [1, trigger.nope] }}",
+            expect!["ERROR[Undefined] 'trigger' has no attribute 'nope'"],
+        );
+        check_native("{{ trigger.nope | default('d') }}", expect![[r#""d""#]]);
+        let env = TemplateEnv::new();
+        let err = env
+            .eval_expression("a.b", &json!({"a": {}}), None)
+            .unwrap_err();
+        assert_eq!(err.to_string(), "'a' has no attribute 'b'");
     }
 
     #[test]
     fn errors_have_lines_and_reasons() {
-        check("a\n{{ x | nosuchfilter }}", expect!["ERROR[Other] unknown filter: filter nosuchfilter is unknown (line 2)"]);
-        check("{{ 1 +", expect!["ERROR[Syntax] syntax error: unexpected end of input, expected expression (line 1)"]);
-        check("{{ trigger.text | regex_substring('zzz') }}", expect!["ERROR[Other] invalid operation: regex_substring: list index out of range (no such match) (line 1)"]);
+        check(
+            "a\n{{ x | nosuchfilter }}",
+            expect!["ERROR[Other] unknown filter: filter nosuchfilter is unknown (line 2)"],
+        );
+        check(
+            "{{ 1 +",
+            expect![
+                "ERROR[Syntax] syntax error: unexpected end of input, expected expression (line 1)"
+            ],
+        );
+        check(
+            "{{ trigger.text | regex_substring('zzz') }}",
+            expect![
+                "ERROR[Other] invalid operation: regex_substring: list index out of range (no such match) (line 1)"
+            ],
+        );
     }
 
     #[test]
     fn fuel_limit() {
-        check("{% for i in range(100) %}{% for j in range(100) %}{% for k in range(100) %}{% endfor %}{% endfor %}{% endfor %}", expect!["ERROR[OutOfFuel] template ran out of fuel: it did more work than the limit of 100000 steps allows (runaway loop?) (line 1)"]);
+        check(
+            "{% for i in range(100) %}{% for j in range(100) %}{% for k in range(100) %}{% endfor %}{% endfor %}{% endfor %}",
+            expect![
+                "ERROR[OutOfFuel] template ran out of fuel: it did more work than the limit of 100000 steps allows (runaway loop?) (line 1)"
+            ],
+        );
         let env = TemplateEnv::new();
-        let out = env.render_str("{% for i in range(1000) %}{{ i % 10 }}{% endfor %}", &ctx(), None);
+        let out = env.render_str(
+            "{% for i in range(1000) %}{{ i % 10 }}{% endfor %}",
+            &ctx(),
+            None,
+        );
         assert_eq!(out.unwrap().len(), 1000);
-        
     }
 
     #[test]
@@ -648,39 +764,92 @@ mod tests {
         assert_eq!(err.kind, TemplateErrorKind::TooLarge, "{err}");
         assert!(err.message.contains("exceeds the limit"), "{err}");
         assert!(env.render_str("{{ big }}", &c, None).is_ok());
-        let err = env.render_value(&json!("{{ [big, big] }}"), &c, None).unwrap_err();
+        let err = env
+            .render_value(&json!("{{ [big, big] }}"), &c, None)
+            .unwrap_err();
         assert_eq!(err.kind, TemplateErrorKind::TooLarge, "{err}");
-        let err = env.render_str(&"x".repeat(MAX_TEMPLATE_BYTES + 1), &c, None).unwrap_err();
+        let err = env
+            .render_str(&"x".repeat(MAX_TEMPLATE_BYTES + 1), &c, None)
+            .unwrap_err();
         assert_eq!(err.kind, TemplateErrorKind::TooLarge, "{err}");
     }
 
     #[test]
+    fn filter_and_value_limits() {
+        let env = TemplateEnv::new();
+        let err = env
+            .render_str("{{ [1] | to_json_string(indent=33) }}", &json!({}), None)
+            .unwrap_err();
+        assert!(err.message.contains("indent larger than 32"), "{err}");
+        let many = format!("[{}]", "1,".repeat(crate_yaml_nodes() + 1));
+        let err = env
+            .render_str(
+                "{{ doc | from_yaml_string }}",
+                &json!({ "doc": many }),
+                None,
+            )
+            .unwrap_err();
+        assert!(err.message.contains("from_yaml_string"), "{err}");
+        let mut deep = json!("x");
+        for _ in 0..MAX_VALUE_DEPTH + 2 {
+            deep = json!([deep]);
+        }
+        let err = env.render_value(&deep, &json!({}), None).unwrap_err();
+        assert_eq!(err.kind, TemplateErrorKind::TooLarge, "{err}");
+        // Values built by a template are printed with a depth guard.
+        let tpl = "{% set ns = namespace(v=1) %}{% for i in range(200) %}{% set ns.v = [ns.v] %}\
+                   {% endfor %}{{ ns.v }}";
+        let out = env.render_str(tpl, &json!({}), None).unwrap();
+        assert!(out.starts_with(&"[".repeat(MAX_VALUE_DEPTH)) && out.contains("..."));
+    }
+
+    fn crate_yaml_nodes() -> usize {
+        super::super::filters::YAML_MAX_NODES
+    }
+
+    #[test]
     fn recursion_limit() {
-        check("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}", expect!["ERROR[TooLarge] invalid operation: recursion limit exceeded (line 1)"]);
+        check(
+            "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}",
+            expect!["ERROR[TooLarge] invalid operation: recursion limit exceeded (line 1)"],
+        );
     }
 
     #[test]
     fn native_types() {
         check_native("{{ trigger.count }}", expect!["5"]);
         check_native("  {{ trigger.body.list }}\n", expect![[r#"["x",1,2.5]"#]]);
-        check_native("{{ trigger.body }}", expect![[r#"{"b":1,"a":true,"c":null,"name":"web-01","list":["x",1,2.5]}"#]]);
+        check_native(
+            "{{ trigger.body }}",
+            expect![[r#"{"b":1,"a":true,"c":null,"name":"web-01","list":["x",1,2.5]}"#]],
+        );
         check_native("{{- trigger.body.a -}}", expect!["true"]);
         check_native("{{ trigger.body.c }}", expect!["null"]);
         check_native("{{ trigger.count > 3 }}", expect!["true"]);
-        check_native("{{ {1: 'a', none: 'b'} }}", expect![[r#"{"null":"b","1":"a"}"#]]);
+        check_native(
+            "{{ {1: 'a', none: 'b'} }}",
+            expect![[r#"{"null":"b","1":"a"}"#]],
+        );
         check_native("{{ st2kv.system.foo }}", expect![[r#""foo-value""#]]);
         check_native("{{ trigger.count }} items", expect![[r#""5 items""#]]);
         check_native("{{ 'a' }}{{ 'b' }}", expect![[r#""ab""#]]);
         check_native("{% if true %}x{% endif %}", expect![[r#""x""#]]);
         check_native("no template", expect![[r#""no template""#]]);
-        check_native("{{ 1 / 0 }}", expect!["ERROR[Other] invalid operation: unable to calculate 1 / 0 (line 1)"]);
+        check_native(
+            "{{ 1 / 0 }}",
+            expect!["ERROR[Other] invalid operation: unable to calculate 1 / 0 (line 1)"],
+        );
         let env = TemplateEnv::new();
         let v = json!({"{{ trigger.body.name }}": ["{{ trigger.count }}", "n={{ n }}", 7, {"x": "{{ f }}"}], "plain": "p"});
         assert_eq!(
             env.render_value(&v, &ctx(), None).unwrap(),
             json!({"web-01": [5, "n=3661", 7, {"x": 0.5}], "plain": "p"})
         );
-        assert_eq!(env.eval_expression("trigger.count * 2", &ctx(), None).unwrap(), json!(10));
+        assert_eq!(
+            env.eval_expression("trigger.count * 2", &ctx(), None)
+                .unwrap(),
+            json!(10)
+        );
     }
 
     #[test]
@@ -690,57 +859,136 @@ mod tests {
         check("{{ st2kv.system.a.b }}", expect!["dotted"]);
         check("{{ st2kv.system['a.b'] }}", expect!["dotted"]);
         check("{{ st2kv.system.foo.upper() }}", expect!["FOO-VALUE"]);
-        check("{{ st2kv.system.a }}|{{ st2kv.system['a'].b }}", expect!["|dotted"]);
+        check(
+            "{{ st2kv.system.a }}|{{ st2kv.system['a'].b }}",
+            expect!["|dotted"],
+        );
         check("{{ st2kv.user.token }}", expect!["user-token"]);
-        check("{{ st2kv.system.cfg | from_json_string }}", expect!["{'port': 8080}"]);
-        check("{% if st2kv.system.missing %}yes{% else %}no{% endif %}", expect!["no"]);
-        check("{{ st2kv.system.foo | length }} {{ st2kv.system.foo == 'foo-value' }} {{ st2kv.system.cfg | length > 3 }}", expect!["9 True True"]);
-        check("[{{ st2kv.system.missing | default('d') }}] {{ st2kv.system.missing.upper() }}", expect!["[] "]);
+        check(
+            "{{ st2kv.system.cfg | from_json_string }}",
+            expect!["{'port': 8080}"],
+        );
+        check(
+            "{% if st2kv.system.missing %}yes{% else %}no{% endif %}",
+            expect!["no"],
+        );
+        check(
+            "{{ st2kv.system.foo | length }} {{ st2kv.system.foo == 'foo-value' }} {{ st2kv.system.cfg | length > 3 }}",
+            expect!["9 True True"],
+        );
+        check(
+            "[{{ st2kv.system.missing | default('d') }}] {{ st2kv.system.missing.upper() }}",
+            expect!["[] "],
+        );
         let env = TemplateEnv::new();
         let kv = TestKv::new();
         let c = json!({"action_context": {"user": "alice"}});
-        assert_eq!(env.render_str("{{ st2kv.user.token }}", &c, Some(&kv)).unwrap(), "alice-token");
+        assert_eq!(
+            env.render_str("{{ st2kv.user.token }}", &c, Some(&kv))
+                .unwrap(),
+            "alice-token"
+        );
         // Without a source every key is missing.
-        assert_eq!(env.render_str("[{{ st2kv.system.foo }}]", &c, None).unwrap(), "[]");
+        assert_eq!(
+            env.render_str("[{{ st2kv.system.foo }}]", &c, None)
+                .unwrap(),
+            "[]"
+        );
     }
 
     #[test]
     fn decrypt_kv_filter() {
         check("{{ st2kv.system.secret | decrypt_kv }}", expect!["hunter2"]);
         check("{{ 'enc:direct' | decrypt_kv }}", expect!["direct"]);
-        check("{{ st2kv.system.missing | decrypt_kv }}", expect![[r#"ERROR[Other] invalid operation: decrypt_kv: Referenced datastore item "missing" doesn't exist or it contains an empty string (line 1)"#]]);
-        check("{{ st2kv.system.empty | decrypt_kv }}", expect![[r#"ERROR[Other] invalid operation: decrypt_kv: Referenced datastore item "empty" doesn't exist or it contains an empty string (line 1)"#]]);
-        check("{{ st2kv.system.bad | decrypt_kv }}", expect![[r#"ERROR[Other] invalid operation: decrypt_kv: cannot decrypt "garbage" (line 1)"#]]);
+        check(
+            "{{ st2kv.system.missing | decrypt_kv }}",
+            expect![[
+                r#"ERROR[Other] invalid operation: decrypt_kv: Referenced datastore item "missing" doesn't exist or it contains an empty string (line 1)"#
+            ]],
+        );
+        check(
+            "{{ st2kv.system.empty | decrypt_kv }}",
+            expect![[
+                r#"ERROR[Other] invalid operation: decrypt_kv: Referenced datastore item "empty" doesn't exist or it contains an empty string (line 1)"#
+            ]],
+        );
+        check(
+            "{{ st2kv.system.bad | decrypt_kv }}",
+            expect![[
+                r#"ERROR[Other] invalid operation: decrypt_kv: cannot decrypt "garbage" (line 1)"#
+            ]],
+        );
         let env = TemplateEnv::new();
-        let err = env.render_str("{{ 'enc:x' | decrypt_kv }}", &json!({}), None).unwrap_err();
+        let err = env
+            .render_str("{{ 'enc:x' | decrypt_kv }}", &json!({}), None)
+            .unwrap_err();
         assert!(err.message.contains("no datastore"), "{err}");
     }
 
     #[test]
     fn json_filters() {
-        check("{{ trigger.body | to_json_string }}", expect![[r#"{"b": 1,"a": true,"c": null,"name": "web-01","list": ["x",1,2.5]}"#]]);
-        check("{{ {'b': 1, 'a': [1]} | to_json_string(indent=2, sort_keys=True) }}", expect![[r#"
+        check(
+            "{{ trigger.body | to_json_string }}",
+            expect![[r#"{"b": 1,"a": true,"c": null,"name": "web-01","list": ["x",1,2.5]}"#]],
+        );
+        check(
+            "{{ {'b': 1, 'a': [1]} | to_json_string(indent=2, sort_keys=True) }}",
+            expect![[r#"
             {
               "a": [
                 1
               ],
               "b": 1
-            }"#]]);
-        check("{{ {'a': 1, 'b': 2} | to_json_string(none, false, (', ', ':')) }}", expect![[r#"{"a":1, "b":2}"#]]);
-        check("{{ trigger.body.list | to_complex }}", expect![[r#"["x", 1, 2.5]"#]]);
-        check("{{ 'caf\u{e9} \"q\"\n' | to_complex }}", expect![[r#""caf\u00e9 \"q\"\n""#]]);
-        check("{{ 'say \"hi\"\\n' | json_escape }}", expect![[r#"say \"hi\"\n"#]]);
-        check("{{ '{\"a\": [1, 2]}' | from_json_string }}", expect!["{'a': [1, 2]}"]);
-        check("{{ 'nope' | from_json_string }}", expect!["ERROR[Other] invalid operation: from_json_string: expected ident at line 1 column 2 (line 1)"]);
-        check("{{ trigger.body | jsonpath_query('list[*]') }}", expect!["['x', 1, 2.5]"]);
+            }"#]],
+        );
+        check(
+            "{{ {'a': 1, 'b': 2} | to_json_string(none, false, (', ', ':')) }}",
+            expect![[r#"{"a":1, "b":2}"#]],
+        );
+        check(
+            "{{ trigger.body.list | to_complex }}",
+            expect![[r#"["x", 1, 2.5]"#]],
+        );
+        check(
+            "{{ 'caf\u{e9} \"q\"\n' | to_complex }}",
+            expect![[r#""caf\u00e9 \"q\"\n""#]],
+        );
+        check(
+            "{{ 'say \"hi\"\\n' | json_escape }}",
+            expect![[r#"say \"hi\"\n"#]],
+        );
+        check(
+            "{{ '{\"a\": [1, 2]}' | from_json_string }}",
+            expect!["{'a': [1, 2]}"],
+        );
+        check(
+            "{{ 'nope' | from_json_string }}",
+            expect![
+                "ERROR[Other] invalid operation: from_json_string: expected ident at line 1 column 2 (line 1)"
+            ],
+        );
+        check(
+            "{{ trigger.body | jsonpath_query('list[*]') }}",
+            expect!["['x', 1, 2.5]"],
+        );
         check("{{ trigger.body | jsonpath_query('zz') }}", expect!["None"]);
-        check("{{ trigger.body | jsonpath_query('a[') }}", expect![[r#"ERROR[Other] invalid operation: jsonpath_query: invalid JSONPath "a[": expected a field name, found the end (line 1)"#]]);
-        check("{{ trigger.body | to_json_string(bogus=1) }}", expect!["ERROR[Other] too many arguments: unknown keyword argument 'bogus' (line 1)"]);
+        check(
+            "{{ trigger.body | jsonpath_query('a[') }}",
+            expect![[
+                r#"ERROR[Other] invalid operation: jsonpath_query: invalid JSONPath "a[": expected a field name, found the end (line 1)"#
+            ]],
+        );
+        check(
+            "{{ trigger.body | to_json_string(bogus=1) }}",
+            expect!["ERROR[Other] too many arguments: unknown keyword argument 'bogus' (line 1)"],
+        );
     }
 
     #[test]
     fn yaml_filters() {
-        check("{{ {'b': {'y': 1, 'x': [1, {'k': 'v', 'a': none}]}, 'a': 'yes', 'c': [], 'd': '1.5', 'e': 'x: y', 'f': 'multi\nline'} | to_yaml_string }}", expect![[r#"
+        check(
+            "{{ {'b': {'y': 1, 'x': [1, {'k': 'v', 'a': none}]}, 'a': 'yes', 'c': [], 'd': '1.5', 'e': 'x: y', 'f': 'multi\nline'} | to_yaml_string }}",
+            expect![[r#"
             a: 'yes'
             b:
               x:
@@ -752,25 +1000,46 @@ mod tests {
             d: '1.5'
             e: 'x: y'
             f: "multi\nline"
-        "#]]);
-        check("{{ 'plain' | to_yaml_string }}", expect![[r#"
+        "#]],
+        );
+        check(
+            "{{ 'plain' | to_yaml_string }}",
+            expect![[r#"
             plain
             ...
-        "#]]);
-        check("{{ [[1, 2], 3.0, 1e20, true] | to_yaml_string }}", expect![[r#"
+        "#]],
+        );
+        check(
+            "{{ [[1, 2], 3.0, 1e20, true] | to_yaml_string }}",
+            expect![[r#"
             - - 1
               - 2
             - 3.0
             - 1.0e+20
             - true
-        "#]]);
-        check("{{ {'a': {'b': 1}} | to_yaml_string(indent=4) }}", expect![[r#"
+        "#]],
+        );
+        check(
+            "{{ {'a': {'b': 1}} | to_yaml_string(indent=4) }}",
+            expect![[r#"
             a:
                 b: 1
-        "#]]);
-        check("{{ 'a: [1, 2]\nb: yes\nc: 0755\n' | from_yaml_string }}", expect!["{'a': [1, 2], 'b': True, 'c': 493}"]);
-        check("{{ 'a: b: c' | from_yaml_string }}", expect!["ERROR[Other] invalid operation: from_yaml_string: mapping values are not allowed in this context at line 1, column 5 (line 1)"]);
-        let deep = format!("{{{{ '{}' | from_yaml_string }}}}", "[".repeat(40) + &"]".repeat(40));
+        "#]],
+        );
+        check(
+            "{{ 'a: [1, 2]\nb: yes\nc: 0755\n' | from_yaml_string }}",
+            expect!["{'a': [1, 2], 'b': True, 'c': 493}"],
+        );
+        check(
+            "{{ 'a: b: c' | from_yaml_string }}",
+            expect![
+                "ERROR[Other] invalid operation: from_yaml_string: mapping values are not allowed in this context at line 1, column 5 (line 1)"
+            ],
+        );
+        let deep = format!(
+            "{{{{ '{}' | from_yaml_string }}}}",
+            "[".repeat(40) + &"]".repeat(40)
+        );
         let env = TemplateEnv::new();
         let err = env.render_str(&deep, &json!({}), None).unwrap_err();
         assert!(err.message.contains("from_yaml_string"), "{err}");
@@ -778,42 +1047,116 @@ mod tests {
 
     #[test]
     fn regex_filters() {
-        check("{{ trigger.text | regex_match('Hello') }} {{ trigger.text | regex_match('World') }}", expect!["True False"]);
-        check("{{ trigger.text | regex_search('World') }} {{ trigger.text | regex_search('world') }} {{ trigger.text | regex_search('world', ignorecase=True) }}", expect!["True False True"]);
-        check(r"{{ 'a-b-c' | regex_replace('(a)-(b)', '\\2-\\1') }}", expect!["b-a-c"]);
-        check(r"{{ 'price 5' | regex_replace('(\\d)', '$\\1') }}", expect!["price $5"]);
-        check(r"{{ 'v1.2 and v3.4' | regex_substring('v(\\d)\\.(\\d)', 1) }}", expect!["('3', '4')"]);
-        check(r"{{ 'v1.2 and v3.4' | regex_substring('v\\d') }}", expect!["v1"]);
-        check(r"{{ 'v1.2 and v3.4' | regex_substring('v(\\d)', -1) }}", expect!["3"]);
-        check("{{ 'x' | regex_match('(?<=a)b') }}", expect![[r#"
+        check(
+            "{{ trigger.text | regex_match('Hello') }} {{ trigger.text | regex_match('World') }}",
+            expect!["True False"],
+        );
+        check(
+            "{{ trigger.text | regex_search('World') }} {{ trigger.text | regex_search('world') }} {{ trigger.text | regex_search('world', ignorecase=True) }}",
+            expect!["True False True"],
+        );
+        check(
+            r"{{ 'a-b-c' | regex_replace('(a)-(b)', '\\2-\\1') }}",
+            expect!["b-a-c"],
+        );
+        check(
+            r"{{ 'price 5' | regex_replace('(\\d)', '$\\1') }}",
+            expect!["price $5"],
+        );
+        check(
+            r"{{ 'v1.2 and v3.4' | regex_substring('v(\\d)\\.(\\d)', 1) }}",
+            expect!["('3', '4')"],
+        );
+        check(
+            r"{{ 'v1.2 and v3.4' | regex_substring('v\\d') }}",
+            expect!["v1"],
+        );
+        check(
+            r"{{ 'v1.2 and v3.4' | regex_substring('v(\\d)', -1) }}",
+            expect!["3"],
+        );
+        check(
+            "{{ 'x' | regex_match('(?<=a)b') }}",
+            expect![[r#"
             ERROR[Other] invalid operation: regex_match: invalid regular expression "(?<=a)b": regex parse error:
                 \A(?:(?<=a)b)
                      ^^^^
-            error: look-around, including look-ahead and look-behind, is not supported (line 1)"#]]);
+            error: look-around, including look-ahead and look-behind, is not supported (line 1)"#]],
+        );
         check("{{ 42 | regex_search('4') }}", expect!["True"]);
     }
 
     #[test]
     fn misc_filters() {
-        check("{{ none | use_none }}|{{ 'x' | use_none }}", expect!["%*****__%NONE%__*****%|x"]);
-        check("{{ trigger.path | basename }} {{ trigger.path | dirname }} {{ '/' | dirname }} {{ 'file' | dirname }}|{{ '/a//b' | dirname }}", expect!["app.log /var/log / |/a"]);
+        check(
+            "{{ none | use_none }}|{{ 'x' | use_none }}",
+            expect!["%*****__%NONE%__*****%|x"],
+        );
+        check(
+            "{{ trigger.path | basename }} {{ trigger.path | dirname }} {{ '/' | dirname }} {{ 'file' | dirname }}|{{ '/a//b' | dirname }}",
+            expect!["app.log /var/log / |/a"],
+        );
         check("{{ n | to_human_time_from_seconds }}", expect!["1h1m1s"]);
-        check("{{ 59 | to_human_time_from_seconds }} {{ 3600 | to_human_time_from_seconds }} {{ 90061 | to_human_time_from_seconds }}", expect!["59s 1h0m0s 1d1h1m1s"]);
-        check("{{ 0 | to_human_time_from_seconds }} {{ f | to_human_time_from_seconds }} {{ 125.6 | to_human_time_from_seconds }}", expect!["0s 0.5μs 2m6s"]);
-        check("{{ 31536000 | to_human_time_from_seconds }} {{ 3456000 | to_human_time_from_seconds }}", expect!["1y0d0h0m0s 9d0h0m0s"]);
-        check("{{ 'x' | to_human_time_from_seconds }}", expect!["ERROR[Other] invalid operation: to_human_time_from_seconds: expected a number of seconds, got string (line 1)"]);
+        check(
+            "{{ 59 | to_human_time_from_seconds }} {{ 3600 | to_human_time_from_seconds }} {{ 90061 | to_human_time_from_seconds }}",
+            expect!["59s 1h0m0s 1d1h1m1s"],
+        );
+        check(
+            "{{ 0 | to_human_time_from_seconds }} {{ f | to_human_time_from_seconds }} {{ 125.6 | to_human_time_from_seconds }}",
+            expect!["0s 0.5μs 2m6s"],
+        );
+        check(
+            "{{ 31536000 | to_human_time_from_seconds }} {{ 3456000 | to_human_time_from_seconds }}",
+            expect!["1y0d0h0m0s 9d0h0m0s"],
+        );
+        check(
+            "{{ 'x' | to_human_time_from_seconds }}",
+            expect![
+                "ERROR[Other] invalid operation: to_human_time_from_seconds: expected a number of seconds, got string (line 1)"
+            ],
+        );
     }
 
     #[test]
     fn version_filters() {
-        check("{{ trigger.ver | version_compare('1.2.4') }} {{ '1.10.0' | version_compare('1.9.0') }} {{ '1.0.0' | version_compare('1.0.0+build') }}", expect!["-1 1 0"]);
-        check("{{ '1.0.0-alpha' | version_less_than('1.0.0') }} {{ '1.0.0-alpha.1' | version_less_than('1.0.0-alpha.beta') }} {{ '1.0.0-2' | version_less_than('1.0.0-10') }}", expect!["True True True"]);
-        check("{{ '2.0.0' | version_more_than('1.9.9') }} {{ '1.2.3' | version_equal('1.2.3') }}", expect!["True True"]);
-        check("{{ '1.2.3' | version_match('>=1.0.0') }} {{ '1.2.3' | version_match('<1.0.0') }} {{ '1.2.3' | version_match('!=1.2.3') }} {{ '1.2.3' | version_match('1.2.3') }}", expect!["True False False True"]);
-        check("{{ '1.2.3-rc1' | version_bump_major }} {{ '1.2.3' | version_bump_minor }} {{ '1.2.3' | version_bump_patch }} {{ '1.2.3' | version_strip_patch }}", expect!["2.0.0 1.3.0 1.2.4 1.2"]);
-        check("{{ '1.2' | version_bump_major }}", expect!["ERROR[Other] invalid operation: version_bump_major: 1.2 is not valid SemVer string (line 1)"]);
-        check("{{ '1.2.3' | version_match('~1.2') }}", expect![[r#"ERROR[Other] invalid operation: version_match: match_expr parameter should be in format <op><ver>, where <op> is one of ['<', '>', '==', '<=', '>=', '!=']. You provided: "~1.2" (line 1)"#]]);
-        check("{{ '01.2.3' | version_compare('1.2.3') }}", expect!["ERROR[Other] invalid operation: version_compare: 01.2.3 is not valid SemVer string (line 1)"]);
+        check(
+            "{{ trigger.ver | version_compare('1.2.4') }} {{ '1.10.0' | version_compare('1.9.0') }} {{ '1.0.0' | version_compare('1.0.0+build') }}",
+            expect!["-1 1 0"],
+        );
+        check(
+            "{{ '1.0.0-alpha' | version_less_than('1.0.0') }} {{ '1.0.0-alpha.1' | version_less_than('1.0.0-alpha.beta') }} {{ '1.0.0-2' | version_less_than('1.0.0-10') }}",
+            expect!["True True True"],
+        );
+        check(
+            "{{ '2.0.0' | version_more_than('1.9.9') }} {{ '1.2.3' | version_equal('1.2.3') }}",
+            expect!["True True"],
+        );
+        check(
+            "{{ '1.2.3' | version_match('>=1.0.0') }} {{ '1.2.3' | version_match('<1.0.0') }} {{ '1.2.3' | version_match('!=1.2.3') }} {{ '1.2.3' | version_match('1.2.3') }}",
+            expect!["True False False True"],
+        );
+        check(
+            "{{ '1.2.3-rc1' | version_bump_major }} {{ '1.2.3' | version_bump_minor }} {{ '1.2.3' | version_bump_patch }} {{ '1.2.3' | version_strip_patch }}",
+            expect!["2.0.0 1.3.0 1.2.4 1.2"],
+        );
+        check(
+            "{{ '1.2' | version_bump_major }}",
+            expect![
+                "ERROR[Other] invalid operation: version_bump_major: 1.2 is not valid SemVer string (line 1)"
+            ],
+        );
+        check(
+            "{{ '1.2.3' | version_match('~1.2') }}",
+            expect![[
+                r#"ERROR[Other] invalid operation: version_match: match_expr parameter should be in format <op><ver>, where <op> is one of ['<', '>', '==', '<=', '>=', '!=']. You provided: "~1.2" (line 1)"#
+            ]],
+        );
+        check(
+            "{{ '01.2.3' | version_compare('1.2.3') }}",
+            expect![
+                "ERROR[Other] invalid operation: version_compare: 01.2.3 is not valid SemVer string (line 1)"
+            ],
+        );
     }
 
     #[test]

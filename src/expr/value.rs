@@ -87,7 +87,9 @@ impl Object for JsonRef {
             Json::Array(items) => {
                 let i = key.as_i64()?;
                 let i = if i < 0 {
-                    items.len().checked_sub(usize::try_from(i.unsigned_abs()).ok()?)?
+                    items
+                        .len()
+                        .checked_sub(usize::try_from(i.unsigned_abs()).ok()?)?
                 } else {
                     usize::try_from(i).ok()?
                 };

@@ -50,13 +50,14 @@ impl Shared {
     /// Answer one request and count it.
     pub(super) async fn handle(&self, peer: SocketAddr, req: Request<Incoming>) -> Reply {
         let reply = match self.route(peer, req).await {
-            Ok(reply) | Err(reply) => reply,
+            Ok(reply) => reply,
+            Err(refusal) => refusal.into_reply(),
         };
         self.stats.answered(reply.status());
         reply
     }
 
-    async fn route(&self, peer: SocketAddr, req: Request<Incoming>) -> Result<Reply, Reply> {
+    async fn route(&self, peer: SocketAddr, req: Request<Incoming>) -> Result<Reply, Refusal> {
         let path = req.uri().path();
         if let Some(rest) = WEBHOOK_PREFIXES.iter().find_map(|p| path.strip_prefix(p)) {
             let hook = hook_name(rest);
@@ -95,7 +96,7 @@ impl Shared {
     /// Metrics are open to loopback clients (the usual scraper is a local agent). Remote
     /// clients need the global token, or are refused when none is configured: counters reveal
     /// traffic patterns and hook activity.
-    fn metrics_allowed(&self, peer: SocketAddr, headers: &HeaderMap) -> Result<(), Reply> {
+    fn metrics_allowed(&self, peer: SocketAddr, headers: &HeaderMap) -> Result<(), Refusal> {
         if is_loopback(peer.ip()) {
             return Ok(());
         }
@@ -122,7 +123,7 @@ impl Shared {
         reply
     }
 
-    async fn webhook(&self, hook: String, req: Request<Incoming>) -> Result<Reply, Reply> {
+    async fn webhook(&self, hook: String, req: Request<Incoming>) -> Result<Reply, Refusal> {
         // Credentials that can be checked from the head come first, so an unauthenticated
         // caller learns nothing and costs nothing; the signature needs the body, later.
         let auth = self.cfg.auth_for(&hook);
@@ -205,7 +206,7 @@ pub(super) fn hook_name(rest: &str) -> String {
 }
 
 /// `{trigger: "<ref>", payload: {...}}` of the generic hook. A missing payload is `{}`.
-fn generic_parts(body: &Value) -> Result<(String, Value), Reply> {
+fn generic_parts(body: &Value) -> Result<(String, Value), Refusal> {
     let bad = |msg: &str| fault(StatusCode::BAD_REQUEST, msg);
     let Value::Object(map) = body else {
         return Err(bad(
@@ -227,7 +228,7 @@ fn generic_parts(body: &Value) -> Result<(String, Value), Reply> {
     Ok((trigger, payload))
 }
 
-fn only_get(req: &Request<Incoming>) -> Result<(), Reply> {
+fn only_get(req: &Request<Incoming>) -> Result<(), Refusal> {
     if req.method() == Method::GET {
         Ok(())
     } else {
@@ -246,49 +247,67 @@ fn json_reply(status: StatusCode, value: &Value) -> Reply {
     reply
 }
 
-/// StackStorm's error body: `{"faultstring": "..."}`.
-fn fault(status: StatusCode, message: &str) -> Reply {
-    json_reply(status, &json!({ "faultstring": message }))
+/// A request refused with an error status: kept small (clippy's `result_large_err`) and turned
+/// into StackStorm's error body `{"faultstring": "..."}` once, in `handle`.
+#[derive(Debug)]
+struct Refusal {
+    status: StatusCode,
+    message: String,
+    /// One extra response header (`Allow`, `WWW-Authenticate`, `Retry-After`).
+    header: Option<(&'static str, &'static str)>,
 }
 
-fn method_not_allowed(allow: &'static str) -> Reply {
-    let mut reply = fault(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
-    reply
-        .headers_mut()
-        .insert(header::ALLOW, HeaderValue::from_static(allow));
-    reply
+impl Refusal {
+    fn with_header(mut self, name: &'static str, value: &'static str) -> Self {
+        self.header = Some((name, value));
+        self
+    }
+
+    fn into_reply(self) -> Reply {
+        let mut reply = json_reply(self.status, &json!({ "faultstring": self.message }));
+        if let Some((name, value)) = self.header {
+            reply
+                .headers_mut()
+                .insert(name, HeaderValue::from_static(value));
+        }
+        reply
+    }
 }
 
-fn too_large() -> Reply {
+fn fault(status: StatusCode, message: &str) -> Refusal {
+    Refusal {
+        status,
+        message: message.to_owned(),
+        header: None,
+    }
+}
+
+fn method_not_allowed(allow: &'static str) -> Refusal {
+    fault(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed").with_header("allow", allow)
+}
+
+fn too_large() -> Refusal {
     fault(
         StatusCode::PAYLOAD_TOO_LARGE,
         &format!("Request body exceeds the limit of {MAX_BODY_BYTES} bytes"),
     )
 }
 
-fn auth_fault(err: AuthError) -> Reply {
+fn auth_fault(err: AuthError) -> Refusal {
     match err {
         AuthError::Missing(msg) => {
-            let mut reply = fault(StatusCode::UNAUTHORIZED, msg);
-            reply
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            reply
+            fault(StatusCode::UNAUTHORIZED, msg).with_header("www-authenticate", "Bearer")
         }
         AuthError::Wrong(msg) => fault(StatusCode::FORBIDDEN, msg),
     }
 }
 
-fn ingest_fault(err: &IngestError) -> Reply {
+fn ingest_fault(err: &IngestError) -> Refusal {
     match err {
         IngestError::UnknownTrigger(_) => fault(StatusCode::NOT_FOUND, &err.to_string()),
         IngestError::Invalid(reason) => fault(StatusCode::BAD_REQUEST, reason),
         IngestError::Overloaded(reason) => {
-            let mut reply = fault(StatusCode::SERVICE_UNAVAILABLE, reason);
-            reply
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            reply
+            fault(StatusCode::SERVICE_UNAVAILABLE, reason).with_header("retry-after", "1")
         }
         IngestError::Internal(_) => {
             fault(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
@@ -472,7 +491,7 @@ mod tests {
         let value: Value = serde_json::from_str(body).unwrap();
         let got = match generic_parts(&value) {
             Ok((t, p)) => format!("{t} {p}"),
-            Err(reply) => format!("{}", reply.status()),
+            Err(refusal) => format!("{}", refusal.status),
         };
         expect.assert_eq(&got);
     }
@@ -503,7 +522,7 @@ mod tests {
             IngestError::Internal("/secret/path".into()),
         ]
         .iter()
-        .map(|e| ingest_fault(e).status().as_u16())
+        .map(|e| ingest_fault(e).status.as_u16())
         .collect();
         assert_eq!(codes, [404, 400, 503, 500]);
     }

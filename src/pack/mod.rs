@@ -227,7 +227,10 @@ impl Cx {
     }
 
     fn read_checked(&mut self, file: &Path, inside: bool) -> Option<Doc> {
-        if let Err(msg) = self.check_inside(file).or_else(|e| if inside { Err(e) } else { Ok(()) }) {
+        if let Err(msg) = self
+            .check_inside(file)
+            .or_else(|e| if inside { Err(e) } else { Ok(()) })
+        {
             self.file_error(file, Severity::Error, msg, None);
             return None;
         }

@@ -83,43 +83,6 @@ const POLICY_KEYS: &[&str] = &[
 /// StackStorm's minimum sensor poll interval (`MINIMUM_POLL_INTERVAL`).
 pub const MIN_POLL_INTERVAL: u64 = 4;
 
-/// Criteria operator names st2 registers (lower case, as registration requires).
-pub const OPERATORS: &[&str] = &[
-    "equals",
-    "eq",
-    "nequals",
-    "neq",
-    "iequals",
-    "ieq",
-    "contains",
-    "ncontains",
-    "icontains",
-    "incontains",
-    "startswith",
-    "istartswith",
-    "endswith",
-    "iendswith",
-    "lessthan",
-    "lt",
-    "greaterthan",
-    "gt",
-    "matchwildcard",
-    "matchregex",
-    "regex",
-    "iregex",
-    "timediff_lt",
-    "td_lt",
-    "timediff_gt",
-    "td_gt",
-    "exists",
-    "nexists",
-    "inside",
-    "in",
-    "ninside",
-    "nin",
-    "search",
-];
-
 fn pack_ref_ok(s: &str) -> bool {
     !s.is_empty()
         && s.chars()
@@ -932,10 +895,13 @@ fn load_rule(v: &Value, pack: &str, f: &Path, d: &mut FileDiags) -> Option<Rule>
             );
             return None;
         };
-        if !OPERATORS.contains(&op) {
+        if !crate::expr::is_operator(op) {
             d.error(
                 &join(&f, "type"),
-                format!("unknown operator {op:?}; known: {}", OPERATORS.join(", ")),
+                format!(
+                    "unknown operator {op:?}; known: {}",
+                    crate::expr::OPERATORS.join(", ")
+                ),
             );
             return None;
         }

@@ -288,7 +288,11 @@ impl Store {
 
     /// Decrypt a secret value as stored (`v1:…`), for `decrypt_kv` in templates. No I/O.
     pub fn decrypt(&self, stored: &str) -> Result<String, StoreError> {
-        self.inner.env.secrets.decrypt(stored).map_err(StoreError::from)
+        self.inner
+            .env
+            .secrets
+            .decrypt(stored)
+            .map_err(StoreError::from)
     }
 
     async fn write<T: Send + 'static>(&self, work: impl Work<T>) -> Result<T, StoreError> {
@@ -375,6 +379,7 @@ macro_rules! api {
 
 mod executions;
 mod kv;
+mod overrides;
 mod packs;
 mod retention;
 mod sql;
@@ -445,6 +450,7 @@ mod tests {
                 payload: serde_json::json!({}),
                 source: TiSource::Timer,
                 occurred_at: None,
+                target: None,
             })
             .unwrap();
         drop(store);

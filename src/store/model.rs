@@ -273,6 +273,8 @@ pub struct NewTriggerInstance {
     pub source: TiSource,
     /// Defaults to the store's clock.
     pub occurred_at: Option<Micros>,
+    /// For parameterised triggers: which instance (webhook url, the timer's rule).
+    pub target: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -284,6 +286,7 @@ pub struct TriggerInstance {
     pub status: TiStatus,
     pub source: TiSource,
     pub processed_at: Option<Micros>,
+    pub target: Option<String>,
 }
 
 /// Filters for [`super::Store::list_trigger_instances`]; newest first.

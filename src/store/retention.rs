@@ -207,6 +207,7 @@ mod tests {
                 payload: serde_json::json!({}),
                 source: TiSource::Timer,
                 occurred_at: None,
+                target: None,
             })
             .unwrap();
         clock.advance(8 * DAY);

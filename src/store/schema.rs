@@ -125,6 +125,16 @@ CREATE TABLE sensors (
     updated_at     INTEGER NOT NULL
 ) WITHOUT ROWID;
 "#,
+    // 2: which instance of a parameterised trigger an event belongs to (the webhook url, the
+    // rule a timer belongs to), and rule enable/disable overrides set from the CLI.
+    r#"
+ALTER TABLE trigger_instances ADD COLUMN target TEXT;
+CREATE TABLE rule_overrides (
+    rule_ref   TEXT    PRIMARY KEY,
+    enabled    INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+) WITHOUT ROWID;
+"#,
 ];
 
 /// The schema version this build writes.

@@ -61,7 +61,8 @@ impl super::Store {
     }
 }
 
-const TI_COLUMNS: &str = "id, trigger_ref, payload, occurred_at, status, source, processed_at";
+const TI_COLUMNS: &str =
+    "id, trigger_ref, payload, occurred_at, status, source, processed_at, target";
 const ENF_COLUMNS: &str =
     "id, rule_ref, trigger_instance_id, execution_id, status, failure_reason, created_at";
 
@@ -71,12 +72,13 @@ fn insert(env: &Env, new: NewTriggerInstance) -> Result<impl Work<i64>, StoreErr
     let occurred_at = new.occurred_at.unwrap_or_else(|| env.now());
     let trigger_ref = new.trigger_ref;
     let source = new.source;
+    let target = new.target;
     Ok(move |c: &Connection| {
         c.prepare_cached(
-            "INSERT INTO trigger_instances (trigger_ref, payload, occurred_at, status, source) \
-             VALUES (?1, ?2, ?3, 'pending', ?4)",
+            "INSERT INTO trigger_instances (trigger_ref, payload, occurred_at, status, source, target) \
+             VALUES (?1, ?2, ?3, 'pending', ?4, ?5)",
         )?
-        .execute(params![trigger_ref, payload, occurred_at, source])?;
+        .execute(params![trigger_ref, payload, occurred_at, source, target])?;
         Ok(c.last_insert_rowid())
     })
 }
@@ -162,6 +164,7 @@ fn ti_row(row: &Row<'_>) -> rusqlite::Result<TriggerInstance> {
         status: row.get(4)?,
         source: row.get(5)?,
         processed_at: row.get(6)?,
+        target: row.get(7)?,
     })
 }
 
@@ -248,6 +251,7 @@ mod tests {
             payload: json!({"body": {"x": 1}}),
             source: TiSource::Webhook,
             occurred_at: None,
+            target: None,
         }
     }
 

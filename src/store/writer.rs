@@ -232,6 +232,7 @@ mod tests {
             payload: serde_json::json!({ "n": n }),
             source: TiSource::Webhook,
             occurred_at: None,
+            target: None,
         }
     }
 

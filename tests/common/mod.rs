@@ -81,7 +81,11 @@ pub fn corpus() -> Option<PathBuf> {
 
 /// A free loopback port (bound then released; fine for tests).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 /// The repository's shipped packs directory.
@@ -106,17 +110,32 @@ impl Agent {
 
     pub fn start_with_data(data: &Path, packs: &[&Path], extra: &[&str], port: u16) -> Agent {
         std::fs::create_dir_all(data).unwrap();
-        let log = data.join(format!("agent-{}.log", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()));
+        let log = data.join(format!(
+            "agent-{}.log",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
         let logf = std::fs::File::create(&log).unwrap();
         let mut cmd = packd();
-        cmd.arg("--data").arg(data).arg("serve").arg("--listen").arg(format!("127.0.0.1:{port}"));
+        cmd.arg("--data")
+            .arg(data)
+            .arg("serve")
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"));
         for p in packs {
             cmd.arg("--packs").arg(p);
         }
         cmd.args(extra);
         cmd.stdout(logf.try_clone().unwrap()).stderr(logf);
         let child = cmd.spawn().expect("start agent");
-        let mut a = Agent { child, data: data.to_path_buf(), port, log };
+        let mut a = Agent {
+            child,
+            data: data.to_path_buf(),
+            port,
+            log,
+        };
         a.wait_ready();
         a
     }
@@ -131,20 +150,35 @@ impl Agent {
             if o.status.success() {
                 return;
             }
-            assert!(std::time::Instant::now() < deadline, "agent not ready: {}", self.log_text());
+            assert!(
+                std::time::Instant::now() < deadline,
+                "agent not ready: {}",
+                self.log_text()
+            );
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
     }
 
     /// Run a CLI command against this agent.
     pub fn cli(&self, args: &[&str]) -> Output {
-        packd().arg("--data").arg(&self.data).args(args).output().expect("run cli")
+        packd()
+            .arg("--data")
+            .arg(&self.data)
+            .args(args)
+            .output()
+            .expect("run cli")
     }
 
     /// Run a CLI command that prints JSON and parse it (panics with the output otherwise).
     pub fn json(&self, args: &[&str]) -> serde_json::Value {
         let o = self.cli(args);
-        serde_json::from_str(&stdout(&o)).unwrap_or_else(|e| panic!("{args:?}: {e}\nstdout: {}\nstderr: {}", stdout(&o), stderr(&o)))
+        serde_json::from_str(&stdout(&o)).unwrap_or_else(|e| {
+            panic!(
+                "{args:?}: {e}\nstdout: {}\nstderr: {}",
+                stdout(&o),
+                stderr(&o)
+            )
+        })
     }
 
     pub fn log_text(&self) -> String {
