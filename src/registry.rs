@@ -23,6 +23,8 @@ pub struct Registry {
     rules_by_trigger: HashMap<String, Vec<(String, usize)>>,
     /// Webhook url (without leading/trailing slashes) → enabled rules on it.
     webhooks: BTreeMap<String, Vec<(String, usize)>>,
+    /// Rule enable/disable overrides set from the CLI, applied over what the files say.
+    overrides: HashMap<String, bool>,
     /// Bumped on every swap, for logs and metrics.
     pub generation: u64,
 }
@@ -33,13 +35,22 @@ pub fn normalize_hook(url: &str) -> String {
 }
 
 impl Registry {
-    pub fn new(packs: impl IntoIterator<Item = Pack>, generation: u64) -> Registry {
-        Registry::from_arcs(packs.into_iter().map(Arc::new), generation)
+    pub fn new(
+        packs: impl IntoIterator<Item = Pack>,
+        generation: u64,
+        overrides: HashMap<String, bool>,
+    ) -> Registry {
+        Registry::from_arcs(packs.into_iter().map(Arc::new), generation, overrides)
     }
 
-    pub fn from_arcs(packs: impl IntoIterator<Item = Arc<Pack>>, generation: u64) -> Registry {
+    pub fn from_arcs(
+        packs: impl IntoIterator<Item = Arc<Pack>>,
+        generation: u64,
+        overrides: HashMap<String, bool>,
+    ) -> Registry {
         let mut r = Registry {
             generation,
+            overrides,
             ..Registry::default()
         };
         for p in packs {
@@ -50,7 +61,10 @@ impl Registry {
             for (i, t) in p.triggers.iter().enumerate() {
                 r.triggers.entry(t.ref_.clone()).or_insert((pr.clone(), i));
             }
-            for (i, rule) in p.rules.iter().enumerate().filter(|(_, r)| r.enabled) {
+            for (i, rule) in p.rules.iter().enumerate() {
+                if !r.rule_enabled(rule) {
+                    continue;
+                }
                 r.rules_by_trigger
                     .entry(rule.trigger.clone())
                     .or_default()
@@ -67,6 +81,23 @@ impl Registry {
             r.packs.insert(pr, p);
         }
         r
+    }
+
+    /// Whether a rule is enabled: its file, unless `packd rule enable|disable` said otherwise.
+    pub fn rule_enabled(&self, rule: &Rule) -> bool {
+        self.overrides
+            .get(&rule.ref_)
+            .copied()
+            .unwrap_or(rule.enabled)
+    }
+
+    /// A new snapshot of the same packs with other overrides.
+    pub fn with_overrides(&self, overrides: HashMap<String, bool>) -> Registry {
+        Registry::from_arcs(self.packs.values().cloned(), self.generation + 1, overrides)
+    }
+
+    pub fn overrides(&self) -> &HashMap<String, bool> {
+        &self.overrides
     }
 
     pub fn pack(&self, r: &str) -> Option<&Arc<Pack>> {

@@ -3,6 +3,7 @@
 //! agent talk to it over its admin socket. This module parses and prints; it owns no state.
 
 pub mod action;
+pub mod events;
 pub mod execution;
 pub mod pack;
 pub mod run;
@@ -39,6 +40,18 @@ pub enum Command {
     /// Actions the running agent knows.
     #[command(subcommand)]
     Action(action::ActionCmd),
+    /// Trigger types.
+    #[command(subcommand)]
+    Trigger(events::TriggerCmd),
+    /// Rules: list, get, enable, disable.
+    #[command(subcommand)]
+    Rule(events::RuleCmd),
+    /// Webhook urls.
+    #[command(subcommand)]
+    Webhook(events::WebhookCmd),
+    /// Trigger instances (events) and what they caused.
+    #[command(subcommand, name = "trigger-instance")]
+    TriggerInstance(events::TriggerInstanceCmd),
 }
 
 /// Exit codes, as documented in the README: 0 = success, 1 = the thing checked or run failed,
@@ -54,6 +67,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Pack(cmd) => pack::run(cmd),
         Command::Execution(cmd) => execution::run(cmd, &data),
         Command::Action(cmd) => action::run(cmd, &data),
+        Command::Trigger(cmd) => events::trigger(cmd, &data),
+        Command::Rule(cmd) => events::rule(cmd, &data),
+        Command::Webhook(cmd) => events::webhook(cmd, &data),
+        Command::TriggerInstance(cmd) => events::trigger_instance(cmd, &data),
     }
 }
 

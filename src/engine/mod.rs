@@ -194,7 +194,11 @@ pub enum RequestError {
 }
 
 /// Load every pack; report problems to the log. Returns the registry.
-pub fn load_registry(settings: &Settings, generation: u64) -> Registry {
+pub fn load_registry(
+    settings: &Settings,
+    generation: u64,
+    overrides: HashMap<String, bool>,
+) -> Registry {
     let loaded = pack::load_dirs(
         &settings.packs,
         &LoadOptions {
@@ -209,7 +213,11 @@ pub fn load_registry(settings: &Settings, generation: u64) -> Registry {
             }
         }
     }
-    Registry::new(loaded.into_iter().filter_map(|l| l.pack), generation)
+    Registry::new(
+        loaded.into_iter().filter_map(|l| l.pack),
+        generation,
+        overrides,
+    )
 }
 
 /// Run the agent until SIGTERM or SIGINT.
@@ -239,7 +247,12 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
     }
     crate::runner::shim::install_python_shim(&settings.shim_dir())
         .context("cannot write the Python shim")?;
-    let registry = load_registry(&settings, 1);
+    let overrides: HashMap<String, bool> = store
+        .rule_overrides_blocking()
+        .context("cannot read rule overrides")?
+        .into_iter()
+        .collect();
+    let registry = load_registry(&settings, 1, overrides);
     crate::log_info!(
         "loaded {} pack(s): {}",
         registry.packs.len(),

@@ -37,6 +37,14 @@ impl Handler for Ops {
                 "kv.set" => self.kv_set(&req).await,
                 "kv.delete" => self.kv_delete(&req).await,
                 "kv.list" => self.kv_list(&req).await,
+                "trigger.list" => Ok(self.trigger_list()),
+                "rule.list" => Ok(self.rule_list(&req)),
+                "rule.get" => self.rule_get(&req),
+                "rule.enable" => self.rule_set(&req, true).await,
+                "rule.disable" => self.rule_set(&req, false).await,
+                "webhook.list" => Ok(self.webhook_list()),
+                "trigger_instance.list" => self.ti_list(&req).await,
+                "trigger_instance.get" => self.ti_get(&req).await,
                 other => Err(OpError::invalid(format!("unknown op {other:?}"))),
             }
         })
@@ -319,6 +327,152 @@ impl Ops {
         let list = self.agent.store.kv_list(filter).await.map_err(store_err)?;
         Ok(Value::Array(list.iter().map(kv_json).collect()))
     }
+}
+
+impl Ops {
+    fn trigger_list(&self) -> Value {
+        let reg = self.agent.registry();
+        Value::Array(
+            reg.trigger_types()
+                .map(|t| json!({"ref": t.ref_, "pack": t.pack, "description": t.description, "parameters_schema": t.parameters_schema, "payload_schema": t.payload_schema}))
+                .collect(),
+        )
+    }
+
+    fn rule_json(reg: &crate::registry::Registry, r: &crate::pack::Rule) -> Value {
+        let (kind, spec) = match &r.matcher {
+            crate::pack::Matcher::Criteria(c) => ("criteria", Value::Object(c.clone())),
+            crate::pack::Matcher::Conditions(c) => ("conditions", c.clone()),
+        };
+        json!({
+            "ref": r.ref_,
+            "pack": r.pack,
+            "name": r.name,
+            "description": r.description,
+            "enabled": reg.rule_enabled(r),
+            "enabled_in_file": r.enabled,
+            "trigger": {"type": r.trigger, "parameters": r.trigger_parameters},
+            kind: spec,
+            "action": {"ref": r.action, "parameters": r.action_parameters},
+            "type": if r.backstop { "backstop" } else { "standard" },
+            "metadata_file": r.metadata_file,
+        })
+    }
+
+    fn rule_list(&self, req: &Value) -> Value {
+        let reg = self.agent.registry();
+        let pack = req.get("pack").and_then(Value::as_str);
+        Value::Array(
+            reg.rules()
+                .filter(|(p, _)| pack.is_none_or(|x| x == p.ref_))
+                .map(|(_, r)| Self::rule_json(&reg, r))
+                .collect(),
+        )
+    }
+
+    fn rule_get(&self, req: &Value) -> Result<Value, OpError> {
+        let r = str_arg(req, "ref")?;
+        let reg = self.agent.registry();
+        let (_, rule) = reg
+            .rule(r)
+            .ok_or_else(|| OpError::not_found(format!("rule {r:?} not found")))?;
+        Ok(Self::rule_json(&reg, rule))
+    }
+
+    /// Enable or disable a rule without touching its file; the override survives restarts.
+    async fn rule_set(&self, req: &Value, enabled: bool) -> Result<Value, OpError> {
+        let r = str_arg(req, "ref")?.to_string();
+        let reg = self.agent.registry();
+        if reg.rule(&r).is_none() {
+            return Err(OpError::not_found(format!("rule {r:?} not found")));
+        }
+        self.agent
+            .store
+            .set_rule_override(r.clone(), enabled)
+            .await
+            .map_err(store_err)?;
+        let mut overrides = reg.overrides().clone();
+        overrides.insert(r.clone(), enabled);
+        self.agent.swap_registry(reg.with_overrides(overrides));
+        let _ = self.agent.reschedule.try_send(());
+        crate::log_info!("rule {r} {}", if enabled { "enabled" } else { "disabled" });
+        let reg = self.agent.registry();
+        let (_, rule) = reg
+            .rule(&r)
+            .ok_or_else(|| OpError::not_found(format!("rule {r:?} not found")))?;
+        Ok(Self::rule_json(&reg, rule))
+    }
+
+    fn webhook_list(&self) -> Value {
+        let reg = self.agent.registry();
+        Value::Array(
+            reg.webhook_urls()
+                .map(|u| {
+                    let rules: Vec<&str> =
+                        reg.webhook_rules(u).map(|(_, r)| r.ref_.as_str()).collect();
+                    json!({"url": u, "path": format!("/api/v1/webhooks/{u}"), "rules": rules})
+                })
+                .collect(),
+        )
+    }
+
+    async fn ti_list(&self, req: &Value) -> Result<Value, OpError> {
+        let filter = crate::store::TriggerInstanceFilter {
+            trigger_ref: req
+                .get("trigger")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            limit: req.get("limit").and_then(Value::as_u64).unwrap_or(50) as usize,
+            ..Default::default()
+        };
+        let list = self
+            .agent
+            .store
+            .list_trigger_instances(filter)
+            .await
+            .map_err(store_err)?;
+        Ok(Value::Array(list.iter().map(ti_json).collect()))
+    }
+
+    async fn ti_get(&self, req: &Value) -> Result<Value, OpError> {
+        let id = id_arg(req)?;
+        let t = self
+            .agent
+            .store
+            .get_trigger_instance(id)
+            .await
+            .map_err(store_err)?;
+        let t = t.ok_or_else(|| OpError::not_found(format!("trigger instance {id} not found")))?;
+        let enf = self
+            .agent
+            .store
+            .list_enforcements(crate::store::EnforcementFilter {
+                trigger_instance_id: Some(id),
+                ..Default::default()
+            })
+            .await
+            .map_err(store_err)?;
+        let mut v = ti_json(&t);
+        v["enforcements"] = Value::Array(
+            enf.iter()
+                .map(|e| json!({"id": e.id, "rule": e.rule_ref, "execution_id": e.execution_id, "status": e.status.as_str(), "failure_reason": e.failure_reason, "created_at": super::time(e.created_at)}))
+                .collect(),
+        );
+        Ok(v)
+    }
+}
+
+fn ti_json(t: &crate::store::TriggerInstance) -> Value {
+    json!({
+        "id": t.id,
+        "trigger": t.trigger_ref,
+        "target": t.target,
+        "payload": t.payload,
+        "status": t.status.as_str(),
+        "source": t.source.as_str(),
+        "occurred_at": super::time(t.occurred_at),
+        "processed_at": t.processed_at.map(super::time),
+    })
 }
 
 fn kv_json(e: &crate::store::KvEntry) -> Value {

@@ -452,6 +452,9 @@ fn rule(v: &Value, pack: &str, f: &Path, d: &mut FileDiags) -> Option<Rule> {
     };
     let trigger_parameters = obj(&["trigger_params", "trigger_parameters"], d)?;
     let action_parameters = obj(&["action_params", "action_parameters"], d)?;
+    if !super::check_trigger_parameters(&trigger, &trigger_parameters, "trigger_params", d) {
+        return None;
+    }
     let conditions = v
         .get("conditions")
         .or_else(|| v.get("criteria"))

@@ -374,6 +374,44 @@ impl Cx {
     }
 }
 
+/// Check a rule's trigger parameters where packd knows the trigger's rules: timers must parse
+/// into a schedule and webhooks need a url. `field` is where the parameters are written.
+pub(crate) fn check_trigger_parameters(
+    trigger: &str,
+    params: &serde_json::Value,
+    field: &str,
+    d: &mut FileDiags,
+) -> bool {
+    if crate::timers::is_timer_trigger(trigger) {
+        if let Err(e) = crate::timers::TimerSpec::parse(trigger, params) {
+            let msg = e.to_string();
+            let (f, msg) = match e.field_name() {
+                Some(n) => (
+                    diag::join(field, n),
+                    msg.strip_prefix(&format!("{n}: "))
+                        .unwrap_or(&msg)
+                        .to_string(),
+                ),
+                None => (field.to_string(), msg.clone()),
+            };
+            d.error(&f, msg);
+            return false;
+        }
+    } else if trigger == crate::registry::WEBHOOK_TRIGGER
+        && params
+            .get("url")
+            .and_then(serde_json::Value::as_str)
+            .is_none_or(|u| u.trim_matches('/').is_empty())
+    {
+        d.error(
+            &diag::join(field, "url"),
+            "is required for core.st2.webhook rules (the hook name under /api/v1/webhooks/)",
+        );
+        return false;
+    }
+    true
+}
+
 /// Trim a `serde_json` string field, treating non-strings as absent.
 pub(crate) fn str_field<'a>(v: &'a serde_json::Value, key: &str) -> Option<&'a str> {
     v.get(key).and_then(serde_json::Value::as_str)

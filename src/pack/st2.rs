@@ -855,6 +855,9 @@ fn load_rule(v: &Value, pack: &str, f: &Path, d: &mut FileDiags) -> Option<Rule>
         d.error("trigger.parameters", "must be a mapping");
         return None;
     }
+    if !super::check_trigger_parameters(trigger_ref, &trigger_parameters, "trigger.parameters", d) {
+        return None;
+    }
     let Some(action) = v.get("action").filter(|a| a.is_object()) else {
         d.error(
             "action",
