@@ -99,7 +99,8 @@ impl Style {
     /// very stream stderr is (see the module comment).
     pub fn detect() -> Style {
         let var = std::env::var("JOURNAL_STREAM").ok();
-        let stat = stderr_dev_ino();
+        use std::os::fd::AsFd;
+        let stat = dev_ino(std::io::stderr().as_fd());
         match (var, stat) {
             (Some(v), Some((dev, ino))) if journal_stream_matches(&v, dev, ino) => Style::Journal,
             _ => Style::Timestamped,
@@ -116,12 +117,12 @@ pub fn journal_stream_matches(var: &str, dev: u64, ino: u64) -> bool {
     matches!((d.parse::<u64>(), i.parse::<u64>()), (Ok(d), Ok(i)) if d == dev && i == ino)
 }
 
-fn stderr_dev_ino() -> Option<(u64, u64)> {
-    use std::os::fd::AsFd;
+/// Device and inode of an open file (for stderr: fd 2).
+fn dev_ino(fd: std::os::fd::BorrowedFd<'_>) -> Option<(u64, u64)> {
     use std::os::unix::fs::MetadataExt;
-    // fstat on a duplicate of fd 2: same open file, so the same device and inode, and std
-    // gives us the call without unsafe code.
-    let fd = std::io::stderr().as_fd().try_clone_to_owned().ok()?;
+    // fstat on a duplicate: the same open file, so the same device and inode, and std gives
+    // us the call without unsafe code.
+    let fd = fd.try_clone_to_owned().ok()?;
     let meta = std::fs::File::from(fd).metadata().ok()?;
     Some((meta.dev(), meta.ino()))
 }
@@ -405,6 +406,19 @@ mod tests {
         for (var, dev, ino, want) in cases {
             assert_eq!(journal_stream_matches(var, dev, ino), want, "{var:?}");
         }
+    }
+
+    /// The check systemd documents, end to end: a `JOURNAL_STREAM` built from a file's
+    /// fstat matches that file and no other.
+    #[test]
+    fn journal_stream_of_a_real_file() {
+        use std::os::fd::AsFd;
+        let a = tempfile::tempfile().expect("tempfile");
+        let b = tempfile::tempfile().expect("tempfile");
+        let (dev, ino) = dev_ino(a.as_fd()).expect("fstat");
+        let var = format!("{dev}:{ino}");
+        assert!(dev_ino(a.as_fd()).is_some_and(|(d, i)| journal_stream_matches(&var, d, i)));
+        assert!(!dev_ino(b.as_fd()).is_some_and(|(d, i)| journal_stream_matches(&var, d, i)));
     }
 
     /// A sink the test can read back.

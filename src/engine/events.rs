@@ -360,7 +360,13 @@ async fn process(agent: &Rc<Agent>, p: Pending) {
                         execution: Some(NewExecution {
                             action_ref: action.clone(),
                             runner,
-                            status: ExecStatus::Requested,
+                            // Resolved executions go straight to `scheduled`: one commit less
+                            // on the webhook → command path.
+                            status: if resolved.is_ok() {
+                                ExecStatus::Scheduled
+                            } else {
+                                ExecStatus::Requested
+                            },
                             parameters: masked,
                             context,
                             parent_id: None,
@@ -393,10 +399,6 @@ async fn process(agent: &Rc<Agent>, p: Pending) {
                             continue;
                         };
                         let a = a.clone();
-                        let _ = agent
-                            .store
-                            .set_execution_status(exec_id, ExecStatus::Scheduled, None)
-                            .await;
                         crate::log_info!(
                             "rule {rule} matched trigger instance {}: execution {exec_id} {action}",
                             p.id

@@ -128,22 +128,31 @@ pub async fn run(
     params: Map<String, Value>,
     origin: Origin,
 ) {
+    // Registered before waiting for a slot, so a cancel that arrives meanwhile is seen.
+    let (cancel_tx, cancel_rx) = smol::channel::bounded::<()>(1);
+    agent.running.borrow_mut().insert(id, cancel_tx);
     let _slot = agent.slots.acquire().await;
-    let now = agent.store.now();
-    if let Err(e) = agent
-        .store
-        .set_execution_status(id, ExecStatus::Running, Some(now))
-        .await
-    {
-        // Canceled while waiting for a slot, or the store is gone: nothing to run.
-        crate::log_debug!("execution {id} not started: {e}");
+    if cancel_rx.try_recv().is_ok() {
+        // Canceled while queued: the store already says so; nothing was started.
+        agent.running.borrow_mut().remove(&id);
         agent.after_execution(id).await;
         return;
     }
-    let (cancel_tx, cancel_rx) = smol::channel::bounded::<()>(1);
-    agent.running.borrow_mut().insert(id, cancel_tx);
-    let completion = dispatch(&agent, id, &pack, &action, &params, &origin, cancel_rx).await;
+    // Record `running` while the child starts instead of before: both are queued in order, and
+    // the hot path does not wait for one more commit.
+    let set_running =
+        agent
+            .store
+            .set_execution_status(id, ExecStatus::Running, Some(agent.store.now()));
+    let (marked, completion) = smol::future::zip(
+        set_running,
+        dispatch(&agent, id, &pack, &action, &params, &origin, cancel_rx),
+    )
+    .await;
     agent.running.borrow_mut().remove(&id);
+    if let Err(e) = marked {
+        crate::log_debug!("execution {id}: could not mark running: {e}");
+    }
     let status = completion.status;
     if let Err(e) = agent.store.complete_execution(id, completion).await {
         crate::log_error!("execution {id}: cannot record the result: {e}");

@@ -136,17 +136,13 @@ impl Agent {
             .create_execution(NewExecution {
                 action_ref: action.ref_.clone(),
                 runner: action.runner.name().to_string(),
-                status: ExecStatus::Requested,
+                status: ExecStatus::Scheduled,
                 parameters: Value::Object(resolved.masked.clone()),
                 context,
                 parent_id: None,
             })
             .await
             .map_err(|e| RequestError::Internal(e.to_string()))?;
-        let _ = self
-            .store
-            .set_execution_status(id, ExecStatus::Scheduled, None)
-            .await;
         crate::log_info!("execution {id} {} requested", action.ref_);
         self.ex
             .spawn(exec::run(

@@ -69,6 +69,16 @@ pub const FILES: &[(&str, &str)] = &[
         "st2reactor/sensor/base.py",
         include_str!("python/st2reactor/sensor/base.py"),
     ),
+    (
+        "packd_sensor_wrapper.py",
+        include_str!("python/packd_sensor_wrapper.py"),
+    ),
+    // Not on PYTHONPATH: the sensor wrapper appends this directory after site-packages, so a real
+    // eventlet in the pack's virtualenv wins.
+    (
+        "packd_fallback/eventlet/__init__.py",
+        include_str!("python/packd_fallback/eventlet/__init__.py"),
+    ),
 ];
 
 /// Write the shim into `dir` (created if needed) and return the directory to put on
