@@ -36,10 +36,7 @@ pub struct OpError {
 
 impl OpError {
     pub fn new(kind: &'static str, message: impl Into<String>) -> OpError {
-        OpError {
-            kind,
-            message: message.into(),
-        }
+        OpError { kind, message: message.into() }
     }
     pub fn invalid(message: impl Into<String>) -> OpError {
         OpError::new("invalid", message)
@@ -61,11 +58,7 @@ pub trait Handler {
 
 /// Accept connections until the listener fails; each connection is served by its own task on
 /// the current local executor, requests in order.
-pub async fn serve<H: Handler + 'static>(
-    ex: Rc<smol::LocalExecutor<'static>>,
-    listener: UnixListener,
-    handler: Rc<H>,
-) {
+pub async fn serve<H: Handler + 'static>(ex: Rc<smol::LocalExecutor<'static>>, listener: UnixListener, handler: Rc<H>) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             // EMFILE and friends: back off instead of spinning.
@@ -89,28 +82,20 @@ async fn connection<H: Handler + 'static>(stream: UnixStream, handler: Rc<H>) {
             Ok(_) => {}
         }
         let response = if line.len() > MAX_REQUEST_BYTES {
-            let r = error_response(&OpError::invalid(format!(
-                "request over {MAX_REQUEST_BYTES} bytes"
-            )));
+            let r = error_response(&OpError::invalid(format!("request over {MAX_REQUEST_BYTES} bytes")));
             let _ = writer.write_all(format!("{r}\n").as_bytes()).await;
             return;
         } else {
             match serde_json::from_slice::<Value>(&line) {
-                Ok(req) if req.get("op").and_then(Value::as_str).is_some() => {
-                    match handler.clone().handle(req).await {
-                        Ok(result) => json!({"ok": true, "result": result}),
-                        Err(e) => error_response(&e),
-                    }
-                }
+                Ok(req) if req.get("op").and_then(Value::as_str).is_some() => match handler.clone().handle(req).await {
+                    Ok(result) => json!({"ok": true, "result": result}),
+                    Err(e) => error_response(&e),
+                },
                 Ok(_) => error_response(&OpError::invalid("a request needs an \"op\" string")),
                 Err(e) => error_response(&OpError::invalid(format!("request is not JSON: {e}"))),
             }
         };
-        if writer
-            .write_all(format!("{response}\n").as_bytes())
-            .await
-            .is_err()
-        {
+        if writer.write_all(format!("{response}\n").as_bytes()).await.is_err() {
             return;
         }
     }
@@ -125,13 +110,8 @@ use smol::io::AsyncReadExt;
 /// Why a client call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error(
-        "cannot reach the packd agent at {path}: {source} (is `packd serve` running with this --data directory?)"
-    )]
-    Connect {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error("cannot reach the packd agent at {path}: {source} (is `packd serve` running with this --data directory?)")]
+    Connect { path: String, source: std::io::Error },
     #[error("lost the connection to the agent: {0}")]
     Io(#[from] std::io::Error),
     #[error("the agent sent an unreadable answer: {0}")]
@@ -142,34 +122,22 @@ pub enum ClientError {
 
 /// One blocking request/response, for the CLI.
 pub fn call(socket: &Path, request: &Value) -> Result<Value, ClientError> {
-    let stream = StdUnixStream::connect(socket).map_err(|e| ClientError::Connect {
-        path: socket.display().to_string(),
-        source: e,
-    })?;
+    let stream = StdUnixStream::connect(socket)
+        .map_err(|e| ClientError::Connect { path: socket.display().to_string(), source: e })?;
     let mut w = stream.try_clone()?;
     w.write_all(format!("{request}\n").as_bytes())?;
     let mut line = String::new();
     BufReader::new(stream).read_line(&mut line)?;
     if line.is_empty() {
-        return Err(ClientError::Protocol(
-            "connection closed without an answer".into(),
-        ));
+        return Err(ClientError::Protocol("connection closed without an answer".into()));
     }
     let v: Value = serde_json::from_str(&line).map_err(|e| ClientError::Protocol(e.to_string()))?;
     if v.get("ok") == Some(&Value::Bool(true)) {
         Ok(v.get("result").cloned().unwrap_or(Value::Null))
     } else {
         Err(ClientError::Op {
-            kind: v
-                .get("kind")
-                .and_then(Value::as_str)
-                .unwrap_or("error")
-                .to_string(),
-            message: v
-                .get("error")
-                .and_then(Value::as_str)
-                .unwrap_or("unknown error")
-                .to_string(),
+            kind: v.get("kind").and_then(Value::as_str).unwrap_or("error").to_string(),
+            message: v.get("error").and_then(Value::as_str).unwrap_or("unknown error").to_string(),
         })
     }
 }

@@ -14,6 +14,7 @@ mod runner;
 mod store;
 #[allow(dead_code)]
 mod timers;
+mod watch;
 
 use std::process::ExitCode;
 

@@ -35,11 +35,7 @@ pub fn normalize_hook(url: &str) -> String {
 }
 
 impl Registry {
-    pub fn new(
-        packs: impl IntoIterator<Item = Pack>,
-        generation: u64,
-        overrides: HashMap<String, bool>,
-    ) -> Registry {
+    pub fn new(packs: impl IntoIterator<Item = Pack>, generation: u64, overrides: HashMap<String, bool>) -> Registry {
         Registry::from_arcs(packs.into_iter().map(Arc::new), generation, overrides)
     }
 
@@ -48,11 +44,7 @@ impl Registry {
         generation: u64,
         overrides: HashMap<String, bool>,
     ) -> Registry {
-        let mut r = Registry {
-            generation,
-            overrides,
-            ..Registry::default()
-        };
+        let mut r = Registry { generation, overrides, ..Registry::default() };
         for p in packs {
             let pr = p.ref_.clone();
             for (i, a) in p.actions.iter().enumerate() {
@@ -65,17 +57,11 @@ impl Registry {
                 if !r.rule_enabled(rule) {
                     continue;
                 }
-                r.rules_by_trigger
-                    .entry(rule.trigger.clone())
-                    .or_default()
-                    .push((pr.clone(), i));
+                r.rules_by_trigger.entry(rule.trigger.clone()).or_default().push((pr.clone(), i));
                 if rule.trigger == WEBHOOK_TRIGGER
                     && let Some(url) = rule.trigger_parameters.get("url").and_then(|u| u.as_str())
                 {
-                    r.webhooks
-                        .entry(normalize_hook(url))
-                        .or_default()
-                        .push((pr.clone(), i));
+                    r.webhooks.entry(normalize_hook(url)).or_default().push((pr.clone(), i));
                 }
             }
             r.packs.insert(pr, p);
@@ -85,10 +71,7 @@ impl Registry {
 
     /// Whether a rule is enabled: its file, unless `packd rule enable|disable` said otherwise.
     pub fn rule_enabled(&self, rule: &Rule) -> bool {
-        self.overrides
-            .get(&rule.ref_)
-            .copied()
-            .unwrap_or(rule.enabled)
+        self.overrides.get(&rule.ref_).copied().unwrap_or(rule.enabled)
     }
 
     /// A new snapshot of the same packs with other overrides.
@@ -111,9 +94,7 @@ impl Registry {
     }
 
     pub fn actions(&self) -> impl Iterator<Item = (&Arc<Pack>, &Action)> {
-        self.packs
-            .values()
-            .flat_map(|p| p.actions.iter().map(move |a| (p, a)))
+        self.packs.values().flat_map(|p| p.actions.iter().map(move |a| (p, a)))
     }
 
     pub fn trigger_type(&self, r: &str) -> Option<&TriggerType> {
@@ -125,10 +106,7 @@ impl Registry {
         self.packs.values().flat_map(|p| p.triggers.iter())
     }
 
-    fn resolve<'a>(
-        &'a self,
-        keys: &'a [(String, usize)],
-    ) -> impl Iterator<Item = (&'a Arc<Pack>, &'a Rule)> + 'a {
+    fn resolve<'a>(&'a self, keys: &'a [(String, usize)]) -> impl Iterator<Item = (&'a Arc<Pack>, &'a Rule)> + 'a {
         keys.iter().filter_map(|(p, i)| {
             let pack = self.packs.get(p)?;
             Some((pack, pack.rules.get(*i)?))
@@ -137,19 +115,12 @@ impl Registry {
 
     /// Enabled rules listening on `trigger`.
     pub fn rules_for(&self, trigger: &str) -> impl Iterator<Item = (&Arc<Pack>, &Rule)> {
-        self.resolve(
-            self.rules_by_trigger
-                .get(trigger)
-                .map(Vec::as_slice)
-                .unwrap_or(&[]),
-        )
+        self.resolve(self.rules_by_trigger.get(trigger).map(Vec::as_slice).unwrap_or(&[]))
     }
 
     /// Every rule, enabled or not.
     pub fn rules(&self) -> impl Iterator<Item = (&Arc<Pack>, &Rule)> {
-        self.packs
-            .values()
-            .flat_map(|p| p.rules.iter().map(move |r| (p, r)))
+        self.packs.values().flat_map(|p| p.rules.iter().map(move |r| (p, r)))
     }
 
     pub fn rule(&self, r: &str) -> Option<(&Arc<Pack>, &Rule)> {
@@ -158,12 +129,7 @@ impl Registry {
 
     /// Enabled rules on the webhook `url`.
     pub fn webhook_rules(&self, url: &str) -> impl Iterator<Item = (&Arc<Pack>, &Rule)> {
-        self.resolve(
-            self.webhooks
-                .get(&normalize_hook(url))
-                .map(Vec::as_slice)
-                .unwrap_or(&[]),
-        )
+        self.resolve(self.webhooks.get(&normalize_hook(url)).map(Vec::as_slice).unwrap_or(&[]))
     }
 
     pub fn webhook_urls(&self) -> impl Iterator<Item = &String> {
@@ -175,8 +141,6 @@ impl Registry {
     }
 
     pub fn sensors(&self) -> impl Iterator<Item = (&Arc<Pack>, &Sensor)> {
-        self.packs
-            .values()
-            .flat_map(|p| p.sensors.iter().map(move |s| (p, s)))
+        self.packs.values().flat_map(|p| p.sensors.iter().map(move |s| (p, s)))
     }
 }

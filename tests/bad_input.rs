@@ -14,12 +14,7 @@ fn validate_fails(dir: &Dir) -> String {
     let out = run(&["pack", "validate", &dir.s("bad")]);
     let elapsed = t.elapsed();
     let text = stdout(&out);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "stdout: {text}\nstderr: {}",
-        stderr(&out)
-    );
+    assert_eq!(out.status.code(), Some(1), "stdout: {text}\nstderr: {}", stderr(&out));
     assert!(
         elapsed < Duration::from_secs(1) || std::env::vars().any(|(k, _)| k.ends_with("_RUNNER")),
         "took {elapsed:?}"
@@ -41,32 +36,18 @@ fn billion_laughs() {
     );
     let names = ["a", "b", "c", "d", "e", "f", "g", "h", "i"];
     for w in names.windows(2) {
-        s.push_str(&format!(
-            "{}: &{} [{}]\n",
-            w[1],
-            w[1],
-            vec![format!("*{}", w[0]); 9].join(",")
-        ));
+        s.push_str(&format!("{}: &{} [{}]\n", w[1], w[1], vec![format!("*{}", w[0]); 9].join(",")));
     }
     let out = validate_fails(&pack_with("actions/laughs.yaml", s.as_bytes()));
-    assert!(
-        out.contains("actions/laughs.yaml") && out.contains("invalid YAML"),
-        "{out}"
-    );
-    assert!(
-        out.to_lowercase().contains("budget") || out.contains("alias"),
-        "{out}"
-    );
+    assert!(out.contains("actions/laughs.yaml") && out.contains("invalid YAML"), "{out}");
+    assert!(out.to_lowercase().contains("budget") || out.contains("alias"), "{out}");
 }
 
 #[test]
 fn deeply_nested_list() {
     let deep = "- ".repeat(100_000) + "x\n";
     let out = validate_fails(&pack_with("actions/deep.yaml", deep.as_bytes()));
-    assert!(
-        out.contains("actions/deep.yaml") && out.contains("invalid YAML"),
-        "{out}"
-    );
+    assert!(out.contains("actions/deep.yaml") && out.contains("invalid YAML"), "{out}");
     assert!(out.contains("Depth") || out.contains("depth"), "{out}");
 }
 
@@ -76,10 +57,7 @@ fn file_over_the_size_cap() {
     big.extend(std::iter::repeat_n(b'x', 2 * 1024 * 1024));
     big.extend(b"\"\n");
     let out = validate_fails(&pack_with("actions/big.yaml", &big));
-    assert!(
-        out.contains("actions/big.yaml") && out.contains("over the 1048576-byte limit"),
-        "{out}"
-    );
+    assert!(out.contains("actions/big.yaml") && out.contains("over the 1048576-byte limit"), "{out}");
 }
 
 #[test]
@@ -88,16 +66,9 @@ fn symlink_out_of_the_pack() {
     d.write("bad/pack.yaml", MANIFEST);
     d.write("outside/secret.yaml", "name: stolen\nrunner_type: noop\n");
     std::fs::create_dir_all(d.join("bad/actions")).unwrap();
-    std::os::unix::fs::symlink(
-        d.join("outside/secret.yaml"),
-        d.join("bad/actions/link.yaml"),
-    )
-    .unwrap();
+    std::os::unix::fs::symlink(d.join("outside/secret.yaml"), d.join("bad/actions/link.yaml")).unwrap();
     let out = validate_fails(&d);
-    assert!(
-        out.contains("actions/link.yaml") && out.contains("outside the pack"),
-        "{out}"
-    );
+    assert!(out.contains("actions/link.yaml") && out.contains("outside the pack"), "{out}");
 }
 
 #[test]
@@ -106,26 +77,14 @@ fn entry_point_escaping_the_pack() {
         "actions/esc.yaml",
         b"name: esc\nrunner_type: local-shell-script\nentry_point: ../../bin/sh\n",
     ));
-    assert!(
-        out.contains("actions/esc.yaml:3:1: error: entry_point:"),
-        "{out}"
-    );
-    assert!(
-        out.contains("outside the pack directory") || out.contains("leaves the pack"),
-        "{out}"
-    );
+    assert!(out.contains("actions/esc.yaml:3:1: error: entry_point:"), "{out}");
+    assert!(out.contains("outside the pack directory") || out.contains("leaves the pack"), "{out}");
 }
 
 #[test]
 fn non_utf8_file() {
-    let out = validate_fails(&pack_with(
-        "actions/latin1.yaml",
-        b"name: caf\xe9\nrunner_type: noop\n",
-    ));
-    assert!(
-        out.contains("actions/latin1.yaml") && out.contains("not valid UTF-8"),
-        "{out}"
-    );
+    let out = validate_fails(&pack_with("actions/latin1.yaml", b"name: caf\xe9\nrunner_type: noop\n"));
+    assert!(out.contains("actions/latin1.yaml") && out.contains("not valid UTF-8"), "{out}");
 }
 
 #[test]
@@ -133,63 +92,34 @@ fn duplicate_action_name() {
     let d = pack_with("actions/one.yaml", b"name: same\nrunner_type: noop\n");
     d.write("bad/actions/two.yaml", "name: same\nrunner_type: noop\n");
     let out = validate_fails(&d);
-    assert!(
-        out.contains("actions/two.yaml:1:1: error: name: duplicate action \"bad.same\""),
-        "{out}"
-    );
+    assert!(out.contains("actions/two.yaml:1:1: error: name: duplicate action \"bad.same\""), "{out}");
 }
 
 #[test]
 fn one_bad_pack_does_not_stop_the_others() {
     let d = Dir::new();
-    d.write(
-        "good/pack.yaml",
-        "name: good\ndescription: d\nversion: 1.0.0\nauthor: me\n",
-    );
+    d.write("good/pack.yaml", "name: good\ndescription: d\nversion: 1.0.0\nauthor: me\n");
     d.write("good/actions/a.yaml", "name: a\nrunner_type: noop\n");
     d.write("worse/pack.yaml", "name: [unclosed\n");
     d.write("bad/pack.yaml", MANIFEST);
     d.write("bad/actions/ok.yaml", "name: ok\nrunner_type: noop\n");
-    d.write(
-        "bad/actions/broken.yaml",
-        "name: broken\nrunner_type: no-such-runner\n",
-    );
+    d.write("bad/actions/broken.yaml", "name: broken\nrunner_type: no-such-runner\n");
     let out = run(&["pack", "list", "--json", "--packs", &d.s("")]);
     let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     let by: std::collections::HashMap<String, &serde_json::Value> = v
         .as_array()
         .unwrap()
         .iter()
-        .map(|p| {
-            (
-                p["dir"]
-                    .as_str()
-                    .unwrap()
-                    .rsplit('/')
-                    .next()
-                    .unwrap()
-                    .to_string(),
-                p,
-            )
-        })
+        .map(|p| (p["dir"].as_str().unwrap().rsplit('/').next().unwrap().to_string(), p))
         .collect();
     assert_eq!(by["good"]["counts"]["actions"], 1);
-    assert_eq!(
-        by["bad"]["counts"]["actions"], 1,
-        "the good file of a pack with a bad file loads"
-    );
+    assert_eq!(by["bad"]["counts"]["actions"], 1, "the good file of a pack with a bad file loads");
     assert_eq!(by["bad"]["errors"], 1);
     assert_eq!(by["worse"]["loaded"], false);
     let out = run(&["pack", "validate", &d.s("")]);
     let text = stdout(&out);
-    assert!(
-        text.contains("worse/pack.yaml:1:") && text.contains("invalid YAML"),
-        "{text}"
-    );
-    assert!(
-        text.contains("runner_type: unknown runner \"no-such-runner\""),
-        "{text}"
-    );
+    assert!(text.contains("worse/pack.yaml:1:") && text.contains("invalid YAML"), "{text}");
+    assert!(text.contains("runner_type: unknown runner \"no-such-runner\""), "{text}");
     assert_eq!(out.status.code(), Some(1));
 }
 

@@ -14,9 +14,7 @@ fn yaml_files(dir: &Path) -> Vec<std::path::PathBuf> {
     };
     rd.filter_map(Result::ok)
         .map(|e| e.path())
-        .filter(|p| {
-            p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
-        })
+        .filter(|p| p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
         .collect()
 }
 
@@ -32,12 +30,7 @@ fn every_corpus_pack_loads_with_the_counts_on_disk() {
     let v: Value = serde_json::from_str(&stdout(&out)).expect("json");
     let packs = v["packs"].as_array().expect("packs");
     assert_eq!(packs.len(), 18);
-    assert_eq!(
-        v["errors"],
-        0,
-        "{}",
-        serde_json::to_string_pretty(&v["diagnostics"]).unwrap()
-    );
+    assert_eq!(v["errors"], 0, "{}", serde_json::to_string_pretty(&v["diagnostics"]).unwrap());
     for p in packs {
         let name = p["ref"].as_str().expect("every pack loads");
         let dir = Path::new(p["dir"].as_str().unwrap());
@@ -59,10 +52,7 @@ fn every_corpus_pack_loads_with_the_counts_on_disk() {
         });
         assert_eq!(p["counts"], expect, "pack {name}");
     }
-    let total: u64 = packs
-        .iter()
-        .map(|p| p["counts"]["actions"].as_u64().unwrap())
-        .sum();
+    let total: u64 = packs.iter().map(|p| p["counts"]["actions"].as_u64().unwrap()).sum();
     assert_eq!(total, 4188);
 }
 
@@ -72,12 +62,7 @@ fn the_three_files_stackstorm_rejects_load_with_one_warning_each() {
         eprintln!("\n*** SKIPPED: no corpus ***\n");
         return;
     };
-    let out = run(&[
-        "pack",
-        "validate",
-        "--json",
-        &corpus.join("st2").to_string_lossy(),
-    ]);
+    let out = run(&["pack", "validate", "--json", &corpus.join("st2").to_string_lossy()]);
     let v: Value = serde_json::from_str(&stdout(&out)).expect("json");
     let diags = v["diagnostics"].as_array().unwrap();
     for (file, key) in [
@@ -85,18 +70,12 @@ fn the_three_files_stackstorm_rejects_load_with_one_warning_each() {
         ("napalm/config.schema.yaml", "$ref"),
         ("pagerduty/actions/escalation_policy.create.yaml", "item"),
     ] {
-        let hits: Vec<&Value> = diags
-            .iter()
-            .filter(|d| d["file"].as_str().unwrap().ends_with(file))
-            .collect();
+        let hits: Vec<&Value> = diags.iter().filter(|d| d["file"].as_str().unwrap().ends_with(file)).collect();
         assert_eq!(hits.len(), 1, "{file}: {hits:?}");
         let d = hits[0];
         assert_eq!(d["severity"], "warning");
         assert!(d["field"].as_str().unwrap().ends_with(key), "{d}");
-        assert!(
-            d["message"].as_str().unwrap().contains("unknown key"),
-            "{d}"
-        );
+        assert!(d["message"].as_str().unwrap().contains("unknown key"), "{d}");
         assert!(d["line"].as_u64().is_some(), "{d}");
     }
     // The only other warnings are the two st2 example chains that jump to a missing task on
@@ -104,61 +83,22 @@ fn the_three_files_stackstorm_rejects_load_with_one_warning_each() {
     let others: Vec<&Value> = diags
         .iter()
         .filter(|d| !d["file"].as_str().unwrap().contains("config.schema.yaml"))
-        .filter(|d| {
-            !d["file"]
-                .as_str()
-                .unwrap()
-                .contains("escalation_policy.create")
-        })
+        .filter(|d| !d["file"].as_str().unwrap().contains("escalation_policy.create"))
         .collect();
     assert_eq!(others.len(), 2, "{others:?}");
-    assert!(
-        others
-            .iter()
-            .all(|d| d["file"].as_str().unwrap().contains("echochain_"))
-    );
+    assert!(others.iter().all(|d| d["file"].as_str().unwrap().contains("echochain_")));
 }
 
 #[test]
 fn the_shipped_packs_validate_cleanly() {
     let packs = Path::new(env!("CARGO_MANIFEST_DIR")).join("packs");
     let examples = packs.join("examples");
-    let out = run(&[
-        "pack",
-        "validate",
-        &packs.to_string_lossy(),
-        &examples.to_string_lossy(),
-    ]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
-    assert!(
-        stdout(&out).contains("0 errors, 0 warnings"),
-        "{}",
-        stdout(&out)
-    );
-    let out = run(&[
-        "pack",
-        "list",
-        "--json",
-        "--packs",
-        &packs.to_string_lossy(),
-        "--packs",
-        &examples.to_string_lossy(),
-    ]);
+    let out = run(&["pack", "validate", &packs.to_string_lossy(), &examples.to_string_lossy()]);
+    assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).contains("0 errors, 0 warnings"), "{}", stdout(&out));
+    let out =
+        run(&["pack", "list", "--json", "--packs", &packs.to_string_lossy(), "--packs", &examples.to_string_lossy()]);
     let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
-    let dialects: Vec<&str> = v
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["dialect"].as_str().unwrap())
-        .collect();
-    assert!(
-        dialects.contains(&"stackstorm") && dialects.contains(&"attune"),
-        "{dialects:?}"
-    );
+    let dialects: Vec<&str> = v.as_array().unwrap().iter().map(|p| p["dialect"].as_str().unwrap()).collect();
+    assert!(dialects.contains(&"stackstorm") && dialects.contains(&"attune"), "{dialects:?}");
 }

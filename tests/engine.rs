@@ -33,17 +33,11 @@ fn fixture_packs(d: &Dir) {
     };
     d.write("packs/hello_st2/pack.yaml", manifest);
     d.write("packs/hello_st2/actions/greet.yaml", greet);
-    d.write(
-        "packs/hello_st2/actions/greet.sh",
-        "#!/bin/sh\necho \"$1, StackStorm!\"\n",
-    );
+    d.write("packs/hello_st2/actions/greet.sh", "#!/bin/sh\necho \"$1, StackStorm!\"\n");
     chmod_x(&d.join("packs/hello_st2/actions/greet.sh"));
 
     // A StackStorm Python action using Action, self.config and the datastore.
-    d.write(
-        "packs/pyst2/pack.yaml",
-        "name: pyst2\ndescription: d\nversion: 1.0.0\nauthor: me\n",
-    );
+    d.write("packs/pyst2/pack.yaml", "name: pyst2\ndescription: d\nversion: 1.0.0\nauthor: me\n");
     d.write(
         "packs/pyst2/config.schema.yaml",
         "greeting:\n  type: string\n  default: Hello\napi_token:\n  type: string\n  secret: true\n",
@@ -88,10 +82,7 @@ class Count(Action):
     chmod_x(&d.join("packs/pyst2/actions/login.sh"));
 
     // Attune actions reading both parameter channels.
-    d.write(
-        "packs/att/pack.yaml",
-        "ref: att\nlabel: Attune test\nversion: 1.0.0\n",
-    );
+    d.write("packs/att/pack.yaml", "ref: att\nlabel: Attune test\nversion: 1.0.0\n");
     d.write(
         "packs/att/actions/both.yaml",
         "ref: att.both\nrunner_type: shell\nentry_point: both.sh\noutput_format: json\nparameters:\n  name: {type: string, required: true}\n  times: {type: integer, default: 2}\n",
@@ -118,11 +109,7 @@ fn chmod_x(p: &Path) {
 fn start(d: &Dir) -> Agent {
     fixture_packs(d);
     let core = shipped_packs();
-    Agent::start(
-        d,
-        &[&core, &d.join("packs")],
-        &["--configs", &d.s("configs")],
-    )
+    Agent::start(d, &[&core, &d.join("packs")], &["--configs", &d.s("configs")])
 }
 
 #[test]
@@ -168,23 +155,14 @@ fn script_arguments_and_secret_masking() {
     let d = Dir::new();
     let a = start(&d);
     let secret = "hunter2-Zq9";
-    let (code, e) = run_action(
-        &a,
-        &["pyst2.login", "user=ann", &format!("password={secret}")],
-    );
+    let (code, e) = run_action(&a, &["pyst2.login", "user=ann", &format!("password={secret}")]);
     assert_eq!(code, 0, "{e}");
     // Named args first (--password=…, --retries=3), then the positional user.
-    assert_eq!(
-        e["result"]["stdout"], "first=named-password last=ann args=3",
-        "{e}"
-    );
+    assert_eq!(e["result"]["stdout"], "first=named-password last=ann args=3", "{e}");
     assert_eq!(e["parameters"]["password"], "********");
     let id = e["id"].to_string();
     let shown = stdout(&a.cli(&["execution", "get", &id]));
-    assert!(
-        shown.contains("********") && !shown.contains(secret),
-        "{shown}"
-    );
+    assert!(shown.contains("********") && !shown.contains(secret), "{shown}");
     let listed = stdout(&a.cli(&["execution", "get", &id, "--json"]));
     assert!(!listed.contains(secret));
     let log = a.log_text();
@@ -196,10 +174,7 @@ fn script_arguments_and_secret_masking() {
             all.extend(b);
         }
     }
-    assert!(
-        !String::from_utf8_lossy(&all).contains(secret),
-        "secret found in the database files"
-    );
+    assert!(!String::from_utf8_lossy(&all).contains(secret), "secret found in the database files");
 }
 
 #[test]
@@ -207,10 +182,7 @@ fn secret_never_stored_when_the_action_does_not_print_it() {
     let d = Dir::new();
     let a = start(&d);
     let secret = "s3cr3t-Vb7-unique";
-    let (code, e) = run_action(
-        &a,
-        &["pyst2.count", "who=ann", &format!("password={secret}")],
-    );
+    let (code, e) = run_action(&a, &["pyst2.count", "who=ann", &format!("password={secret}")]);
     assert_eq!(code, 0, "{e}\n{}", a.log_text());
     assert_eq!(e["result"]["result"]["has_password"], true);
     assert_eq!(e["parameters"]["password"], "********");
@@ -227,10 +199,7 @@ fn secret_never_stored_when_the_action_does_not_print_it() {
         }
     }
     assert!(!all.is_empty());
-    assert!(
-        !String::from_utf8_lossy(&all).contains(secret),
-        "secret found in the database files"
-    );
+    assert!(!String::from_utf8_lossy(&all).contains(secret), "secret found in the database files");
 }
 
 #[test]
@@ -243,18 +212,9 @@ fn python_action_with_config_and_datastore() {
     assert_eq!(r["greeting"], "Hello, Bob");
     assert_eq!(r["count"], 1);
     assert_eq!(r["token_len"], 5);
-    assert!(
-        e["result"]["stderr"]
-            .as_str()
-            .unwrap()
-            .contains("counted 1"),
-        "{e}"
-    );
+    assert!(e["result"]["stderr"].as_str().unwrap().contains("counted 1"), "{e}");
     let (_, e) = run_action(&a, &["pyst2.count", "who=Bob"]);
-    assert_eq!(
-        e["result"]["result"]["count"], 2,
-        "datastore value persisted between runs"
-    );
+    assert_eq!(e["result"]["result"]["count"], 2, "datastore value persisted between runs");
     // (False, data) → failed, data kept.
     let (code, e) = run_action(&a, &["pyst2.count", "who=nobody"]);
     assert_eq!(code, 1);
@@ -295,15 +255,8 @@ fn timeout_kills_the_whole_process_group() {
     let (code, e) = run_action(&a, &["core.local", &cmd, "timeout=1"]);
     assert_eq!(code, 1);
     assert_eq!(e["status"], "timeout", "{e}");
-    assert_eq!(
-        e["result"]["error"],
-        "Action failed to complete in 1 seconds"
-    );
-    let pid: i32 = std::fs::read_to_string(&pidfile)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    assert_eq!(e["result"]["error"], "Action failed to complete in 1 seconds");
+    let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
     let gone = wait_for(Duration::from_secs(10), || {
         let alive = unsafe { libc::kill(pid, 0) } == 0;
         (!alive).then_some(())
@@ -319,19 +272,10 @@ fn bad_requests_start_nothing_and_store_nothing() {
         (&["no.such_action"], "not found"),
         (&["core.local", "cmd=true", "bogus=1"], "\"bogus\""),
         (&["pyst2.login", "password=x", "retries=many"], "retries"),
-        (
-            &["core.echo", "message=hi", "cmd=rm -rf /tmp/x"],
-            "immutable",
-        ),
+        (&["core.echo", "message=hi", "cmd=rm -rf /tmp/x"], "immutable"),
         (&["core.local"], "\"cmd\" is required"),
         (&["core.local", "cmd=echo {{ nope }}"], "nope"),
-        (
-            &[
-                "core.local",
-                "cmd={% for i in range(1000) %}{% for j in range(1000) %}x{% endfor %}{% endfor %}",
-            ],
-            "fuel",
-        ),
+        (&["core.local", "cmd={% for i in range(1000) %}{% for j in range(1000) %}x{% endfor %}{% endfor %}"], "fuel"),
     ];
     for (args, needle) in cases {
         let mut full = vec!["run"];
@@ -339,10 +283,7 @@ fn bad_requests_start_nothing_and_store_nothing() {
         let o = a.cli(&full);
         assert_ne!(o.status.code(), Some(0), "{args:?} should fail");
         let err = stderr(&o);
-        assert!(
-            err.contains(needle),
-            "{args:?}: expected {needle:?} in {err:?}"
-        );
+        assert!(err.contains(needle), "{args:?}: expected {needle:?} in {err:?}");
     }
     let list = a.json(&["execution", "list", "--json"]);
     assert_eq!(list.as_array().unwrap().len(), 0, "nothing stored: {list}");
@@ -356,12 +297,7 @@ fn running_executions_become_abandoned_after_a_crash() {
     let packs = d.join("packs");
     let data = d.join("var");
     let port = free_port();
-    let mut a = Agent::start_with_data(
-        &data,
-        &[&core, &packs],
-        &["--configs", &d.s("configs")],
-        port,
-    );
+    let mut a = Agent::start_with_data(&data, &[&core, &packs], &["--configs", &d.s("configs")], port);
     let o = a.cli(&["run", "--async", "--json", "core.local", "cmd=sleep 30"]);
     let e: Value = serde_json::from_str(&stdout(&o)).unwrap();
     let id = e["id"].to_string();
@@ -370,12 +306,7 @@ fn running_executions_become_abandoned_after_a_crash() {
     })
     .expect("running");
     a.kill9();
-    let b = Agent::start_with_data(
-        &data,
-        &[&core, &packs],
-        &["--configs", &d.s("configs")],
-        port,
-    );
+    let b = Agent::start_with_data(&data, &[&core, &packs], &["--configs", &d.s("configs")], port);
     let e = b.json(&["execution", "get", &id, "--json"]);
     assert_eq!(e["status"], "abandoned");
 }
@@ -396,9 +327,5 @@ fn cancel_a_running_execution() {
         let s = a.json(&["execution", "get", &id, "--json"])["status"].clone();
         (s == "canceled").then_some(())
     });
-    assert!(
-        done.is_some(),
-        "{}",
-        a.json(&["execution", "get", &id, "--json"])
-    );
+    assert!(done.is_some(), "{}", a.json(&["execution", "get", &id, "--json"]));
 }

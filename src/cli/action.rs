@@ -28,11 +28,7 @@ pub fn run(cmd: ActionCmd, data: &Path) -> anyhow::Result<ExitCode> {
             let v = super::call(data, &json!({"op": "action.list"}))?;
             let items: Vec<&serde_json::Value> = v
                 .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter(|x| pack.as_deref().is_none_or(|p| x["pack"] == p))
-                        .collect()
-                })
+                .map(|a| a.iter().filter(|x| pack.as_deref().is_none_or(|p| x["pack"] == p)).collect())
                 .unwrap_or_default();
             if json {
                 println!("{}", serde_json::to_string_pretty(&items)?);
@@ -43,12 +39,7 @@ pub fn run(cmd: ActionCmd, data: &Path) -> anyhow::Result<ExitCode> {
                         vec![
                             a["ref"].as_str().unwrap_or("").to_string(),
                             a["runner"].as_str().unwrap_or("").to_string(),
-                            a["description"]
-                                .as_str()
-                                .unwrap_or("")
-                                .chars()
-                                .take(70)
-                                .collect(),
+                            a["description"].as_str().unwrap_or("").chars().take(70).collect(),
                         ]
                     })
                     .collect();
@@ -64,10 +55,7 @@ pub fn run(cmd: ActionCmd, data: &Path) -> anyhow::Result<ExitCode> {
                 println!("runner: {}", v["runner"].as_str().unwrap_or(""));
                 println!("enabled: {}", v["enabled"]);
                 println!("description: {}", v["description"].as_str().unwrap_or(""));
-                println!(
-                    "parameters: {}",
-                    serde_json::to_string_pretty(&v["parameters"]["properties"])?
-                );
+                println!("parameters: {}", serde_json::to_string_pretty(&v["parameters"]["properties"])?);
             }
         }
     }

@@ -15,19 +15,11 @@ fn s(v: &Value) -> String {
     }
 }
 
-fn print(
-    v: &Value,
-    as_json: bool,
-    header: &[&str],
-    row: impl Fn(&Value) -> Vec<String>,
-) -> anyhow::Result<()> {
+fn print(v: &Value, as_json: bool, header: &[&str], row: impl Fn(&Value) -> Vec<String>) -> anyhow::Result<()> {
     if as_json {
         println!("{}", serde_json::to_string_pretty(v)?);
     } else {
-        let rows: Vec<Vec<String>> = v
-            .as_array()
-            .map(|a| a.iter().map(&row).collect())
-            .unwrap_or_default();
+        let rows: Vec<Vec<String>> = v.as_array().map(|a| a.iter().map(&row).collect()).unwrap_or_default();
         print!("{}", super::table(header, &rows));
     }
     Ok(())
@@ -46,11 +38,7 @@ pub fn trigger(cmd: TriggerCmd, data: &Path) -> anyhow::Result<ExitCode> {
     let TriggerCmd::List { json } = cmd;
     let v = super::call(data, &json!({"op": "trigger.list"}))?;
     print(&v, json, &["REF", "PACK", "DESCRIPTION"], |t| {
-        vec![
-            s(&t["ref"]),
-            s(&t["pack"]),
-            s(&t["description"]).chars().take(70).collect(),
-        ]
+        vec![s(&t["ref"]), s(&t["pack"]), s(&t["description"]).chars().take(70).collect()]
     })?;
     Ok(ExitCode::SUCCESS)
 }
@@ -79,12 +67,7 @@ pub fn rule(cmd: RuleCmd, data: &Path) -> anyhow::Result<ExitCode> {
         RuleCmd::List { pack, json } => {
             let v = super::call(data, &json!({"op": "rule.list", "pack": pack}))?;
             print(&v, json, &["REF", "ENABLED", "TRIGGER", "ACTION"], |r| {
-                vec![
-                    s(&r["ref"]),
-                    s(&r["enabled"]),
-                    s(&r["trigger"]["type"]),
-                    s(&r["action"]["ref"]),
-                ]
+                vec![s(&r["ref"]), s(&r["enabled"]), s(&r["trigger"]["type"]), s(&r["action"]["ref"])]
             })?;
         }
         RuleCmd::Get { r#ref, json } => {
@@ -97,16 +80,10 @@ pub fn rule(cmd: RuleCmd, data: &Path) -> anyhow::Result<ExitCode> {
                 }
                 println!("trigger: {}", serde_json::to_string_pretty(&v["trigger"])?);
                 if !v["criteria"].is_null() {
-                    println!(
-                        "criteria: {}",
-                        serde_json::to_string_pretty(&v["criteria"])?
-                    );
+                    println!("criteria: {}", serde_json::to_string_pretty(&v["criteria"])?);
                 }
                 if !v["conditions"].is_null() {
-                    println!(
-                        "conditions: {}",
-                        serde_json::to_string_pretty(&v["conditions"])?
-                    );
+                    println!("conditions: {}", serde_json::to_string_pretty(&v["conditions"])?);
                 }
                 println!("action: {}", serde_json::to_string_pretty(&v["action"])?);
             }
@@ -136,10 +113,7 @@ pub fn webhook(cmd: WebhookCmd, data: &Path) -> anyhow::Result<ExitCode> {
     let WebhookCmd::List { json } = cmd;
     let v = super::call(data, &json!({"op": "webhook.list"}))?;
     print(&v, json, &["URL", "PATH", "RULES"], |w| {
-        let rules: Vec<String> = w["rules"]
-            .as_array()
-            .map(|a| a.iter().map(s).collect())
-            .unwrap_or_default();
+        let rules: Vec<String> = w["rules"].as_array().map(|a| a.iter().map(s).collect()).unwrap_or_default();
         vec![s(&w["url"]), s(&w["path"]), rules.join(",")]
     })?;
     Ok(ExitCode::SUCCESS)
@@ -166,40 +140,15 @@ pub enum TriggerInstanceCmd {
 
 pub fn trigger_instance(cmd: TriggerInstanceCmd, data: &Path) -> anyhow::Result<ExitCode> {
     match cmd {
-        TriggerInstanceCmd::List {
-            trigger,
-            limit,
-            json,
-        } => {
-            let v = super::call(
-                data,
-                &json!({"op": "trigger_instance.list", "trigger": trigger, "limit": limit}),
-            )?;
-            print(
-                &v,
-                json,
-                &["ID", "TRIGGER", "STATUS", "SOURCE", "OCCURRED"],
-                |t| {
-                    vec![
-                        s(&t["id"]),
-                        s(&t["trigger"]),
-                        s(&t["status"]),
-                        s(&t["source"]),
-                        s(&t["occurred_at"]),
-                    ]
-                },
-            )?;
+        TriggerInstanceCmd::List { trigger, limit, json } => {
+            let v = super::call(data, &json!({"op": "trigger_instance.list", "trigger": trigger, "limit": limit}))?;
+            print(&v, json, &["ID", "TRIGGER", "STATUS", "SOURCE", "OCCURRED"], |t| {
+                vec![s(&t["id"]), s(&t["trigger"]), s(&t["status"]), s(&t["source"]), s(&t["occurred_at"])]
+            })?;
         }
         TriggerInstanceCmd::Get { id, json } => {
             let v = super::call(data, &json!({"op": "trigger_instance.get", "id": id}))?;
-            println!(
-                "{}",
-                if json {
-                    serde_json::to_string_pretty(&v)?
-                } else {
-                    serde_json::to_string_pretty(&v)?
-                }
-            );
+            println!("{}", if json { serde_json::to_string_pretty(&v)? } else { serde_json::to_string_pretty(&v)? });
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -31,12 +31,7 @@ pub enum ExecutionCmd {
 
 pub fn run(cmd: ExecutionCmd, data: &Path) -> anyhow::Result<ExitCode> {
     match cmd {
-        ExecutionCmd::List {
-            action,
-            status,
-            limit,
-            json,
-        } => {
+        ExecutionCmd::List { action, status, limit, json } => {
             let v = super::call(
                 data,
                 &json!({"op": "execution.list", "action": action, "status": status, "limit": limit}),
@@ -60,10 +55,7 @@ pub fn run(cmd: ExecutionCmd, data: &Path) -> anyhow::Result<ExitCode> {
                             .collect()
                     })
                     .unwrap_or_default();
-                print!(
-                    "{}",
-                    super::table(&["ID", "ACTION", "STATUS", "CREATED", "FINISHED"], &rows)
-                );
+                print!("{}", super::table(&["ID", "ACTION", "STATUS", "CREATED", "FINISHED"], &rows));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -78,11 +70,7 @@ pub fn run(cmd: ExecutionCmd, data: &Path) -> anyhow::Result<ExitCode> {
         }
         ExecutionCmd::Cancel { id } => {
             let v = super::call(data, &json!({"op": "execution.cancel", "id": id}))?;
-            println!(
-                "execution {}: {}",
-                v["id"],
-                v["outcome"].as_str().unwrap_or("")
-            );
+            println!("execution {}: {}", v["id"], v["outcome"].as_str().unwrap_or(""));
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -102,12 +90,6 @@ pub fn print_execution(e: &Value) {
     if let Some(err) = e["error"].as_str() {
         println!("error: {err}");
     }
-    println!(
-        "parameters: {}",
-        serde_json::to_string_pretty(&e["parameters"]).unwrap_or_default()
-    );
-    println!(
-        "result: {}",
-        serde_json::to_string_pretty(&e["result"]).unwrap_or_default()
-    );
+    println!("parameters: {}", serde_json::to_string_pretty(&e["parameters"]).unwrap_or_default());
+    println!("result: {}", serde_json::to_string_pretty(&e["result"]).unwrap_or_default());
 }

@@ -64,7 +64,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => serve::run(args, data),
         Command::Run(args) => run::run(args, &data),
-        Command::Pack(cmd) => pack::run(cmd),
+        Command::Pack(cmd) => pack::run(cmd, &data),
         Command::Execution(cmd) => execution::run(cmd, &data),
         Command::Action(cmd) => action::run(cmd, &data),
         Command::Trigger(cmd) => events::trigger(cmd, &data),

@@ -23,7 +23,21 @@ pub enum PackCmd {
         #[arg(long)]
         json: bool,
     },
-    /// List packs with their dialect and what they contain.
+    /// One pack as the running agent has it: status, last error, recent reloads.
+    Get {
+        r#ref: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make the running agent re-read one pack (or all) from disk now.
+    Reload {
+        r#ref: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List packs with their dialect and what they contain. Without --packs, asks the running
+    /// agent (which adds a status column: loaded, or stale when the last reload failed), and
+    /// reads ./packs from disk when no agent answers.
     List {
         /// Directories of packs (default: ./packs).
         #[arg(long = "packs")]
@@ -35,19 +49,88 @@ pub enum PackCmd {
     },
 }
 
-pub fn run(cmd: PackCmd) -> anyhow::Result<ExitCode> {
+pub fn run(cmd: PackCmd, data: &std::path::Path) -> anyhow::Result<ExitCode> {
     match cmd {
-        PackCmd::Validate {
-            dirs,
-            configs,
-            json,
-        } => validate(&dirs, configs, json),
-        PackCmd::List {
-            packs,
-            configs,
-            json,
-        } => list(&super::default_packs(packs), configs, json),
+        PackCmd::Validate { dirs, configs, json } => validate(&dirs, configs, json),
+        PackCmd::List { packs, configs, json } => {
+            if packs.is_empty()
+                && let Ok(v) = super::call(data, &json!({"op": "pack.list"}))
+            {
+                return agent_list(&v, json);
+            }
+            list(&super::default_packs(packs), configs, json)
+        }
+        PackCmd::Get { r#ref, json } => {
+            let v = super::call(data, &json!({"op": "pack.get", "ref": r#ref}))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                for k in ["ref", "version", "dialect", "status", "dir", "digest"] {
+                    println!("{k}: {}", v[k].as_str().map(str::to_string).unwrap_or_else(|| v[k].to_string()));
+                }
+                if let Some(e) = v["error"].as_str() {
+                    println!("error: {e}");
+                }
+                println!("counts: {}", v["counts"]);
+                for r in v["reloads"].as_array().into_iter().flatten() {
+                    println!(
+                        "reload {} at {}: {}",
+                        r["id"],
+                        r["at"].as_str().unwrap_or(""),
+                        r["result"].as_str().unwrap_or("")
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        PackCmd::Reload { r#ref, json } => {
+            let v = super::call(data, &json!({"op": "pack.reload", "ref": r#ref}))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            let changed: Vec<String> =
+                v["changed"].as_array().into_iter().flatten().filter_map(|x| x.as_str().map(str::to_string)).collect();
+            println!("changed: {}", if changed.is_empty() { "nothing".to_string() } else { changed.join(", ") });
+            agent_list(&v["packs"], false)
+        }
     }
+}
+
+fn agent_list(v: &serde_json::Value, as_json: bool) -> anyhow::Result<ExitCode> {
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(v)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let n =
+        |p: &serde_json::Value, k: &str| p["counts"][k].as_u64().map(|x| x.to_string()).unwrap_or_else(|| "-".into());
+    let rows: Vec<Vec<String>> = v
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            let mut status = p["status"].as_str().unwrap_or("").to_string();
+            if let Some(e) = p["error"].as_str() {
+                status = format!("{status}: {e}");
+            }
+            vec![
+                p["ref"].as_str().unwrap_or("").to_string(),
+                p["version"].as_str().unwrap_or("-").to_string(),
+                p["dialect"].as_str().unwrap_or("-").to_string(),
+                n(p, "actions"),
+                n(p, "sensors"),
+                n(p, "triggers"),
+                n(p, "rules"),
+                n(p, "aliases"),
+                n(p, "policies"),
+                status,
+            ]
+        })
+        .collect();
+    let header =
+        ["REF", "VERSION", "DIALECT", "ACTIONS", "SENSORS", "TRIGGERS", "RULES", "ALIASES", "POLICIES", "STATUS"];
+    print!("{}", super::table(&header, &rows));
+    Ok(ExitCode::SUCCESS)
 }
 
 fn counts(l: &LoadedPack) -> serde_json::Value {
@@ -85,17 +168,9 @@ fn summary(loaded: &[LoadedPack]) -> serde_json::Value {
 }
 
 fn validate(dirs: &[PathBuf], configs: Vec<PathBuf>, as_json: bool) -> anyhow::Result<ExitCode> {
-    let loaded = pack::load_dirs(
-        dirs,
-        &LoadOptions {
-            config_dirs: configs,
-        },
-    );
+    let loaded = pack::load_dirs(dirs, &LoadOptions { config_dirs: configs });
     let diags: Vec<&pack::Diagnostic> = loaded.iter().flat_map(|l| &l.diagnostics).collect();
-    let errors = diags
-        .iter()
-        .filter(|d| d.severity == Severity::Error)
-        .count();
+    let errors = diags.iter().filter(|d| d.severity == Severity::Error).count();
     let warnings = diags.len() - errors;
     if as_json {
         let out = json!({
@@ -129,20 +204,11 @@ fn validate(dirs: &[PathBuf], configs: Vec<PathBuf>, as_json: bool) -> anyhow::R
             if warnings == 1 { "" } else { "s" },
         );
     }
-    Ok(if errors > 0 {
-        ExitCode::from(super::EXIT_FAILED)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(if errors > 0 { ExitCode::from(super::EXIT_FAILED) } else { ExitCode::SUCCESS })
 }
 
 fn list(dirs: &[PathBuf], configs: Vec<PathBuf>, as_json: bool) -> anyhow::Result<ExitCode> {
-    let loaded = pack::load_dirs(
-        dirs,
-        &LoadOptions {
-            config_dirs: configs,
-        },
-    );
+    let loaded = pack::load_dirs(dirs, &LoadOptions { config_dirs: configs });
     if as_json {
         println!("{}", serde_json::to_string_pretty(&summary(&loaded))?);
         return Ok(ExitCode::SUCCESS);
@@ -169,11 +235,7 @@ fn list(dirs: &[PathBuf], configs: Vec<PathBuf>, as_json: bool) -> anyhow::Resul
                     status,
                 ],
                 None => {
-                    let name = l
-                        .dir
-                        .file_name()
-                        .map(|n| n.to_string_lossy().into_owned())
-                        .unwrap_or_default();
+                    let name = l.dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
                     let mut r = vec![name, "-".into(), "-".into()];
                     r.extend(std::iter::repeat_n("-".to_string(), 6));
                     r.push(status);
@@ -185,19 +247,12 @@ fn list(dirs: &[PathBuf], configs: Vec<PathBuf>, as_json: bool) -> anyhow::Resul
     print!(
         "{}",
         super::table(
-            &[
-                "REF", "VERSION", "DIALECT", "ACTIONS", "SENSORS", "TRIGGERS", "RULES", "ALIASES",
-                "POLICIES", "STATUS"
-            ],
+            &["REF", "VERSION", "DIALECT", "ACTIONS", "SENSORS", "TRIGGERS", "RULES", "ALIASES", "POLICIES", "STATUS"],
             &rows
         )
     );
     for l in &loaded {
-        for d in l
-            .diagnostics
-            .iter()
-            .filter(|d| d.severity == Severity::Error)
-        {
+        for d in l.diagnostics.iter().filter(|d| d.severity == Severity::Error) {
             eprintln!("{d}");
         }
     }

@@ -27,9 +27,7 @@ pub fn split_params(words: &[String]) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for (i, w) in words.iter().enumerate() {
         match w.split_once('=') {
-            Some((k, v)) if !k.is_empty() && !k.contains(' ') => {
-                out.push((k.to_string(), v.to_string()))
-            }
+            Some((k, v)) if !k.is_empty() && !k.contains(' ') => out.push((k.to_string(), v.to_string())),
             _ => {
                 out.push(("cmd".to_string(), words[i..].join(" ")));
                 break;
@@ -40,10 +38,7 @@ pub fn split_params(words: &[String]) -> Vec<(String, String)> {
 }
 
 pub fn run(args: RunArgs, data: &Path) -> anyhow::Result<ExitCode> {
-    let pairs: Vec<Value> = split_params(&args.params)
-        .into_iter()
-        .map(|(k, v)| json!([k, v]))
-        .collect();
+    let pairs: Vec<Value> = split_params(&args.params).into_iter().map(|(k, v)| json!([k, v])).collect();
     let req = json!({"op": "run", "action": args.action, "args": pairs, "wait": !args.async_});
     let e = super::call(data, &req)?;
     if args.json {
@@ -52,9 +47,5 @@ pub fn run(args: RunArgs, data: &Path) -> anyhow::Result<ExitCode> {
         super::execution::print_execution(&e);
     }
     let status = e.get("status").and_then(Value::as_str).unwrap_or("");
-    Ok(if args.async_ || status == "succeeded" {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(super::EXIT_FAILED)
-    })
+    Ok(if args.async_ || status == "succeeded" { ExitCode::SUCCESS } else { ExitCode::from(super::EXIT_FAILED) })
 }

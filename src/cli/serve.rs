@@ -39,14 +39,15 @@ pub struct ServeArgs {
     /// Allow binding beyond loopback without webhook authentication.
     #[arg(long)]
     pub allow_insecure_bind: bool,
+    /// How pack changes are noticed: inotify, poll (network filesystems) or off.
+    #[arg(long, default_value = "inotify", value_parser = ["inotify", "poll", "off"])]
+    pub watch: String,
 }
 
 pub fn run(args: ServeArgs, data: PathBuf) -> anyhow::Result<ExitCode> {
     let data = std::path::absolute(&data)?;
-    let packs: Vec<PathBuf> = super::default_packs(args.packs)
-        .into_iter()
-        .map(|p| std::path::absolute(&p).unwrap_or(p))
-        .collect();
+    let packs: Vec<PathBuf> =
+        super::default_packs(args.packs).into_iter().map(|p| std::path::absolute(&p).unwrap_or(p)).collect();
     let settings = Settings {
         data_dir: data,
         packs,
@@ -54,14 +55,11 @@ pub fn run(args: ServeArgs, data: PathBuf) -> anyhow::Result<ExitCode> {
         listen: args.listen,
         output_cap: args.output_cap,
         max_concurrent: args.max_concurrent,
-        synchronous: if args.synchronous == "full" {
-            Synchronous::Full
-        } else {
-            Synchronous::Normal
-        },
+        synchronous: if args.synchronous == "full" { Synchronous::Full } else { Synchronous::Normal },
         webhook_token: args.webhook_token,
         webhook_secret: args.webhook_secret,
         allow_insecure_bind: args.allow_insecure_bind,
+        watch: crate::watch::WatchMode::parse(&args.watch).unwrap_or(crate::watch::WatchMode::Native),
     };
     engine::serve(settings)?;
     Ok(ExitCode::SUCCESS)

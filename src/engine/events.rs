@@ -20,8 +20,8 @@ use crate::expr::TemplateEnv;
 use crate::pack::{Matcher, Pack, Rule};
 use crate::registry::{Registry, WEBHOOK_TRIGGER, normalize_hook};
 use crate::store::{
-    Completion, Enforced, EnforcementStatus, ExecStatus, NewEnforcement, NewExecution,
-    NewTriggerInstance, Store, TiSource, TiStatus, TriggerInstance,
+    Completion, Enforced, EnforcementStatus, ExecStatus, NewEnforcement, NewExecution, NewTriggerInstance, Store,
+    TiSource, TiStatus, TriggerInstance,
 };
 
 /// The trigger every finished execution emits (when some rule listens for it).
@@ -58,13 +58,7 @@ pub struct Pending {
 
 impl From<TriggerInstance> for Pending {
     fn from(t: TriggerInstance) -> Pending {
-        Pending {
-            id: t.id,
-            trigger: t.trigger_ref,
-            payload: t.payload,
-            target: t.target,
-            occurred_at: t.occurred_at,
-        }
+        Pending { id: t.id, trigger: t.trigger_ref, payload: t.payload, target: t.target, occurred_at: t.occurred_at }
     }
 }
 
@@ -81,10 +75,7 @@ pub fn check_payload(reg: &Registry, trigger: &str, payload: &Value) -> Result<(
     if errors.is_empty() {
         Ok(())
     } else {
-        Err(IngestError::Invalid {
-            trigger: trigger.to_string(),
-            reason: errors.join("; "),
-        })
+        Err(IngestError::Invalid { trigger: trigger.to_string(), reason: errors.join("; ") })
     }
 }
 
@@ -150,11 +141,7 @@ pub async fn recover(agent: &Rc<Agent>) -> usize {
     let mut after = 0;
     let mut n = 0;
     loop {
-        let page = match agent
-            .store
-            .pending_trigger_instances(after, RECOVERY_PAGE)
-            .await
-        {
+        let page = match agent.store.pending_trigger_instances(after, RECOVERY_PAGE).await {
             Ok(p) => p,
             Err(e) => {
                 crate::log_error!("cannot read pending trigger instances: {e}");
@@ -192,11 +179,7 @@ fn candidates<'a>(reg: &'a Registry, p: &Pending) -> Vec<(&'a Arc<Pack>, &'a Rul
         .filter(|(_, r)| match &p.target {
             None => true,
             Some(t) if p.trigger == WEBHOOK_TRIGGER => {
-                r.trigger_parameters
-                    .get("url")
-                    .and_then(Value::as_str)
-                    .map(normalize_hook)
-                    .as_deref()
+                r.trigger_parameters.get("url").and_then(Value::as_str).map(normalize_hook).as_deref()
                     == Some(t.as_str())
             }
             Some(t) if crate::timers::is_timer_trigger(&p.trigger) => &r.ref_ == t,
@@ -207,12 +190,8 @@ fn candidates<'a>(reg: &'a Registry, p: &Pending) -> Vec<(&'a Arc<Pack>, &'a Rul
 
 fn matches(rule: &Rule, p: &Pending, env: &TemplateEnv, kv: &StoreKv) -> Result<bool, String> {
     match &rule.matcher {
-        Matcher::Criteria(c) => crate::expr::evaluate(c, &p.payload, env, Some(kv)).map_err(|e| {
-            format!(
-                "There might be a problem with the criteria in rule {}: {e}",
-                rule.ref_
-            )
-        }),
+        Matcher::Criteria(c) => crate::expr::evaluate(c, &p.payload, env, Some(kv))
+            .map_err(|e| format!("There might be a problem with the criteria in rule {}: {e}", rule.ref_)),
         Matcher::Conditions(c) => Ok(crate::expr::evaluate_attune(c, &attune_event(p), env)),
     }
 }
@@ -240,10 +219,7 @@ fn decide(reg: &Registry, p: &Pending, env: &TemplateEnv, store: &Store) -> Vec<
             match matches(rule, p, env, &kv) {
                 Ok(false) => continue,
                 Err(reason) => {
-                    out.push(Decision::Broken {
-                        rule: rule.ref_.clone(),
-                        reason,
-                    });
+                    out.push(Decision::Broken { rule: rule.ref_.clone(), reason });
                     continue;
                 }
                 Ok(true) => {}
@@ -266,17 +242,10 @@ fn decide(reg: &Registry, p: &Pending, env: &TemplateEnv, store: &Store) -> Vec<
                 });
                 continue;
             };
-            let supplied = rule
-                .action_parameters
-                .as_object()
-                .cloned()
-                .unwrap_or_default();
+            let supplied = rule.action_parameters.as_object().cloned().unwrap_or_default();
             let mut extra = Map::new();
             extra.insert("event".into(), attune_event(p));
-            extra.insert(
-                "pack".into(),
-                json!({"ref": rule_pack.ref_, "config": rule_pack.config}),
-            );
+            extra.insert("pack".into(), json!({"ref": rule_pack.ref_, "config": rule_pack.config}));
             let cx = params::Context {
                 trigger: Some(p.payload.clone()),
                 action_context: json!({"user": "stanley", "pack": action_pack.ref_, "rule": rule.ref_, "trigger_instance": p.id}),
@@ -286,10 +255,7 @@ fn decide(reg: &Registry, p: &Pending, env: &TemplateEnv, store: &Store) -> Vec<
             let resolved = if action.enabled {
                 params::resolve(action, supplied, &cx, env, Some(&kv)).map_err(|e| e.to_string())
             } else {
-                Err(format!(
-                    "Unable to execute. Action {} is disabled.",
-                    action.ref_
-                ))
+                Err(format!("Unable to execute. Action {} is disabled.", action.ref_))
             };
             out.push(Decision::Run {
                 rule: rule.ref_.clone(),
@@ -306,17 +272,9 @@ fn decide(reg: &Registry, p: &Pending, env: &TemplateEnv, store: &Store) -> Vec<
 
 async fn process(agent: &Rc<Agent>, p: Pending) {
     let reg = agent.registry();
-    let _ = agent
-        .store
-        .set_trigger_instance_status(p.id, TiStatus::Processing)
-        .await;
+    let _ = agent.store.set_trigger_instance_status(p.id, TiStatus::Processing).await;
     let decisions = {
-        let (reg2, p2, env, store) = (
-            reg.clone(),
-            p.clone(),
-            agent.templates.clone(),
-            agent.store.clone(),
-        );
+        let (reg2, p2, env, store) = (reg.clone(), p.clone(), agent.templates.clone(), agent.store.clone());
         smol::unblock(move || decide(&reg2, &p2, &env, &store)).await
     };
     for d in decisions {
@@ -334,14 +292,7 @@ async fn process(agent: &Rc<Agent>, p: Pending) {
                     })
                     .await;
             }
-            Decision::Run {
-                rule,
-                action,
-                pack,
-                resolved,
-                context,
-                runner,
-            } => {
+            Decision::Run { rule, action, pack, resolved, context, runner } => {
                 let masked = match &resolved {
                     Ok(r) => Value::Object(r.masked.clone()),
                     Err(_) => json!({}),
@@ -351,22 +302,14 @@ async fn process(agent: &Rc<Agent>, p: Pending) {
                     .create_enforcement_with_execution(NewEnforcement {
                         rule_ref: rule.clone(),
                         trigger_instance_id: p.id,
-                        status: if resolved.is_ok() {
-                            EnforcementStatus::Succeeded
-                        } else {
-                            EnforcementStatus::Failed
-                        },
+                        status: if resolved.is_ok() { EnforcementStatus::Succeeded } else { EnforcementStatus::Failed },
                         failure_reason: resolved.as_ref().err().cloned(),
                         execution: Some(NewExecution {
                             action_ref: action.clone(),
                             runner,
                             // Resolved executions go straight to `scheduled`: one commit less
                             // on the webhook → command path.
-                            status: if resolved.is_ok() {
-                                ExecStatus::Scheduled
-                            } else {
-                                ExecStatus::Requested
-                            },
+                            status: if resolved.is_ok() { ExecStatus::Scheduled } else { ExecStatus::Requested },
                             parameters: masked,
                             context,
                             parent_id: None,
@@ -374,15 +317,9 @@ async fn process(agent: &Rc<Agent>, p: Pending) {
                     })
                     .await;
                 let exec_id = match created {
-                    Ok(Enforced::Created {
-                        execution_id: Some(id),
-                        ..
-                    }) => id,
+                    Ok(Enforced::Created { execution_id: Some(id), .. }) => id,
                     Ok(Enforced::AlreadyEnforced { .. }) => {
-                        crate::log_debug!(
-                            "rule {rule} already enforced for trigger instance {}",
-                            p.id
-                        );
+                        crate::log_debug!("rule {rule} already enforced for trigger instance {}", p.id);
                         continue;
                     }
                     Ok(_) => continue,
@@ -394,31 +331,17 @@ async fn process(agent: &Rc<Agent>, p: Pending) {
                 match (resolved, pack) {
                     (Ok(r), Some(pack)) => {
                         let reg_now = agent.registry();
-                        let Some((_, a)) = reg_now.action(&action).or_else(|| reg.action(&action))
-                        else {
+                        let Some((_, a)) = reg_now.action(&action).or_else(|| reg.action(&action)) else {
                             continue;
                         };
                         let a = a.clone();
-                        crate::log_info!(
-                            "rule {rule} matched trigger instance {}: execution {exec_id} {action}",
-                            p.id
-                        );
-                        let origin = exec::Origin {
-                            rule: Some(rule.clone()),
-                            trigger: Some(p.trigger.clone()),
-                        };
-                        agent
-                            .ex
-                            .spawn(exec::run(agent.clone(), exec_id, pack, a, r.values, origin))
-                            .detach();
+                        crate::log_info!("rule {rule} matched trigger instance {}: execution {exec_id} {action}", p.id);
+                        let origin = exec::Origin { rule: Some(rule.clone()), trigger: Some(p.trigger.clone()) };
+                        agent.ex.spawn(exec::run(agent.clone(), exec_id, pack, a, r.values, origin)).detach();
                     }
                     (resolved, _) => {
-                        let reason = resolved
-                            .err()
-                            .unwrap_or_else(|| format!("Action {action} doesn't exist"));
-                        crate::log_warn!(
-                            "rule {rule}: execution {exec_id} failed before start: {reason}"
-                        );
+                        let reason = resolved.err().unwrap_or_else(|| format!("Action {action} doesn't exist"));
+                        crate::log_warn!("rule {rule}: execution {exec_id} failed before start: {reason}");
                         let _ = agent
                             .store
                             .complete_execution(
@@ -440,10 +363,7 @@ async fn process(agent: &Rc<Agent>, p: Pending) {
             }
         }
     }
-    let _ = agent
-        .store
-        .set_trigger_instance_status(p.id, TiStatus::Processed)
-        .await;
+    let _ = agent.store.set_trigger_instance_status(p.id, TiStatus::Processed).await;
 }
 
 impl Agent {
@@ -466,10 +386,7 @@ impl Agent {
             "parameters": e.parameters,
             "result": e.result,
         });
-        if let Err(err) = self
-            .ingest(ACTION_TRIGGER, payload, TiSource::Internal, None)
-            .await
-        {
+        if let Err(err) = self.ingest(ACTION_TRIGGER, payload, TiSource::Internal, None).await {
             crate::log_warn!("cannot emit {ACTION_TRIGGER} for execution {id}: {err}");
         }
     }

@@ -64,13 +64,7 @@ fn failed(error: impl Into<String>) -> Completion {
 
 /// Environment every action gets: StackStorm's `ST2_ACTION_*`, Attune's context variables, and
 /// the datastore socket for the Python shim.
-fn context_env(
-    agent: &Agent,
-    id: i64,
-    pack: &Pack,
-    action: &Action,
-    origin: &Origin,
-) -> Vec<(String, String)> {
+fn context_env(agent: &Agent, id: i64, pack: &Pack, action: &Action, origin: &Origin) -> Vec<(String, String)> {
     let api = agent.settings.api_url();
     let mut env = vec![
         ("ST2_ACTION_PACK_NAME".to_string(), pack.ref_.clone()),
@@ -81,10 +75,7 @@ fn context_env(
         ("ATTUNE_PACK_REF".to_string(), pack.ref_.clone()),
         ("ATTUNE_EXEC_ID".to_string(), id.to_string()),
         ("ATTUNE_API_URL".to_string(), api),
-        (
-            "PACKD_SOCKET".to_string(),
-            agent.settings.socket_path().to_string_lossy().into_owned(),
-        ),
+        ("PACKD_SOCKET".to_string(), agent.settings.socket_path().to_string_lossy().into_owned()),
     ];
     if let Some(r) = &origin.rule {
         env.push(("ATTUNE_RULE".into(), r.clone()));
@@ -140,15 +131,9 @@ pub async fn run(
     }
     // Record `running` while the child starts instead of before: both are queued in order, and
     // the hot path does not wait for one more commit.
-    let set_running =
-        agent
-            .store
-            .set_execution_status(id, ExecStatus::Running, Some(agent.store.now()));
-    let (marked, completion) = smol::future::zip(
-        set_running,
-        dispatch(&agent, id, &pack, &action, &params, &origin, cancel_rx),
-    )
-    .await;
+    let set_running = agent.store.set_execution_status(id, ExecStatus::Running, Some(agent.store.now()));
+    let (marked, completion) =
+        smol::future::zip(set_running, dispatch(&agent, id, &pack, &action, &params, &origin, cancel_rx)).await;
     agent.running.borrow_mut().remove(&id);
     if let Err(e) = marked {
         crate::log_debug!("execution {id}: could not mark running: {e}");
@@ -216,10 +201,7 @@ async fn dispatch(
                     value: params.get(&p.name).cloned().unwrap_or(Value::Null),
                 })
                 .collect();
-            let kwarg_op = params
-                .get("kwarg_op")
-                .and_then(Value::as_str)
-                .unwrap_or("--");
+            let kwarg_op = params.get("kwarg_op").and_then(Value::as_str).unwrap_or("--");
             let args = runner::st2::script_args(&script_params, kwarg_op);
             let spec = match runner::st2::script_command(entry, &args) {
                 Ok(s) => s,
@@ -238,11 +220,8 @@ async fn dispatch(
                 return failed(format!("entry point {} does not exist", entry.display()));
             }
             let runner_names = runner_param_names(&action.runner);
-            let action_params: Map<String, Value> = params
-                .iter()
-                .filter(|(k, _)| !runner_names.contains(k))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
+            let action_params: Map<String, Value> =
+                params.iter().filter(|(k, _)| !runner_names.contains(k)).map(|(k, v)| (k.clone(), v.clone())).collect();
             let action_params = Value::Object(action_params);
             let user_env = env_param(params);
             let venv = agent.settings.data_dir.join("virtualenvs").join(&pack.ref_);
@@ -253,10 +232,7 @@ async fn dispatch(
                 entry_point: entry,
                 parameters: &action_params,
                 config: &pack.config,
-                log_level: params
-                    .get("log_level")
-                    .and_then(Value::as_str)
-                    .unwrap_or("DEBUG"),
+                log_level: params.get("log_level").and_then(Value::as_str).unwrap_or("DEBUG"),
                 virtualenv: &venv,
                 shim_dir: &agent.settings.shim_dir(),
                 socket: Some(&socket),
@@ -329,15 +305,8 @@ async fn dispatch(
         }
         _ => runner::st2::shell_result(&outcome, timeout),
     };
-    let status = if outcome.canceled {
-        RunStatus::Canceled
-    } else {
-        status
-    };
-    let error = result
-        .get("error")
-        .and_then(Value::as_str)
-        .map(str::to_string);
+    let status = if outcome.canceled { RunStatus::Canceled } else { status };
+    let error = result.get("error").and_then(Value::as_str).map(str::to_string);
     Completion {
         status: map_status(status),
         result: Some(result),
@@ -372,8 +341,5 @@ fn sudo_wrap(mut spec: ProcessSpec, params: &Map<String, Value>) -> ProcessSpec 
 }
 
 fn runner_param_names(runner: &Runner) -> Vec<String> {
-    crate::pack::st2::runner_params(runner)
-        .as_object()
-        .map(|o| o.keys().cloned().collect())
-        .unwrap_or_default()
+    crate::pack::st2::runner_params(runner).as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default()
 }

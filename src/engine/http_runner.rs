@@ -39,22 +39,14 @@ fn host_of(url: &str) -> Option<String> {
     let rest = url.split_once("://")?.1;
     let authority = rest.split(['/', '?', '#']).next()?;
     let host = authority.rsplit_once('@').map(|x| x.1).unwrap_or(authority);
-    let host = if host.starts_with('[') {
-        host.split(']').next()?.trim_start_matches('[')
-    } else {
-        host.split(':').next()?
-    };
+    let host =
+        if host.starts_with('[') { host.split(']').next()?.trim_start_matches('[') } else { host.split(':').next()? };
     Some(host.to_ascii_lowercase())
 }
 
 fn str_list(v: Option<&Value>) -> Vec<String> {
     v.and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_ascii_lowercase)
-                .collect()
-        })
+        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_ascii_lowercase).collect())
         .unwrap_or_default()
 }
 
@@ -64,11 +56,7 @@ pub async fn run(
     default_timeout: u64,
     cancel: smol::channel::Receiver<()>,
 ) -> Completion {
-    let Some(url) = params
-        .get("url")
-        .and_then(Value::as_str)
-        .map(str::to_string)
-    else {
+    let Some(url) = params.get("url").and_then(Value::as_str).map(str::to_string) else {
         return fail("parameter \"url\" is required".into());
     };
     if !(url.starts_with("http://") || url.starts_with("https://")) {
@@ -81,15 +69,9 @@ pub async fn run(
         return fail("url_hosts_blacklist and url_hosts_whitelist are mutually exclusive".into());
     }
     if black.contains(&host) || (!white.is_empty() && !white.contains(&host)) {
-        return fail(format!(
-            "URL host {host:?} is not allowed by url_hosts_blacklist/whitelist"
-        ));
+        return fail(format!("URL host {host:?} is not allowed by url_hosts_blacklist/whitelist"));
     }
-    let timeout = params
-        .get("timeout")
-        .and_then(Value::as_f64)
-        .filter(|t| *t > 0.0)
-        .unwrap_or(default_timeout as f64);
+    let timeout = params.get("timeout").and_then(Value::as_f64).filter(|t| *t > 0.0).unwrap_or(default_timeout as f64);
     let params = params.clone();
     let name = action.name.clone();
     let request = smol::unblock(move || send(&url, &params, &name, timeout));
@@ -98,40 +80,21 @@ pub async fn run(
         if cancel.recv().await.is_err() {
             std::future::pending::<()>().await;
         }
-        done(
-            ExecStatus::Canceled,
-            json!({"error": "Execution canceled"}),
-            Some("Execution canceled".into()),
-        )
+        done(ExecStatus::Canceled, json!({"error": "Execution canceled"}), Some("Execution canceled".into()))
     };
     smol::future::or(request, canceled).await
 }
 
 fn send(url: &str, p: &Map<String, Value>, action_name: &str, timeout: f64) -> Completion {
-    let verify = p
-        .get("verify_ssl_cert")
-        .and_then(Value::as_bool)
-        .unwrap_or(true);
-    let redirects = if p.get("allow_redirects").and_then(Value::as_bool) == Some(true) {
-        10
-    } else {
-        0
-    };
+    let verify = p.get("verify_ssl_cert").and_then(Value::as_bool).unwrap_or(true);
+    let redirects = if p.get("allow_redirects").and_then(Value::as_bool) == Some(true) { 10 } else { 0 };
     let mut cfg = ureq::Agent::config_builder()
         .timeout_global(Some(Duration::from_secs_f64(timeout.min(86_400.0))))
         .max_redirects(redirects)
         .max_redirects_will_error(false)
         .http_status_as_error(false)
-        .tls_config(
-            ureq::tls::TlsConfig::builder()
-                .disable_verification(!verify)
-                .build(),
-        );
-    let proxy = if url.starts_with("https://") {
-        p.get("https_proxy")
-    } else {
-        p.get("http_proxy")
-    };
+        .tls_config(ureq::tls::TlsConfig::builder().disable_verification(!verify).build());
+    let proxy = if url.starts_with("https://") { p.get("https_proxy") } else { p.get("http_proxy") };
     if let Some(px) = proxy.and_then(Value::as_str).filter(|s| !s.is_empty()) {
         match ureq::Proxy::new(px) {
             Ok(px) => cfg = cfg.proxy(Some(px)),
@@ -139,55 +102,31 @@ fn send(url: &str, p: &Map<String, Value>, action_name: &str, timeout: f64) -> C
         }
     }
     let agent: ureq::Agent = cfg.build().into();
-    let method = p
-        .get("method")
-        .and_then(Value::as_str)
-        .unwrap_or("GET")
-        .to_ascii_uppercase();
+    let method = p.get("method").and_then(Value::as_str).unwrap_or("GET").to_ascii_uppercase();
     let mut headers: Vec<(String, String)> = vec![
-        (
-            "User-Agent".into(),
-            format!("packd/{}", env!("CARGO_PKG_VERSION")),
-        ),
+        ("User-Agent".into(), format!("packd/{}", env!("CARGO_PKG_VERSION"))),
         ("X-Stanley-Action".into(), action_name.to_string()),
     ];
     if let Some(Value::Object(h)) = p.get("headers") {
         for (k, v) in h {
-            headers.push((
-                k.clone(),
-                v.as_str()
-                    .map(str::to_string)
-                    .unwrap_or_else(|| v.to_string()),
-            ));
+            headers.push((k.clone(), v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())));
         }
     }
     if let Some(Value::Object(c)) = p.get("cookies") {
         let cookie: Vec<String> = c
             .iter()
-            .map(|(k, v)| {
-                format!(
-                    "{k}={}",
-                    v.as_str()
-                        .map(str::to_string)
-                        .unwrap_or_else(|| v.to_string())
-                )
-            })
+            .map(|(k, v)| format!("{k}={}", v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())))
             .collect();
         if !cookie.is_empty() {
             headers.push(("Cookie".into(), cookie.join("; ")));
         }
     }
-    if let (Some(u), pw) = (
-        p.get("username").and_then(Value::as_str),
-        p.get("password").and_then(Value::as_str),
-    ) {
-        let token =
-            base64::engine::general_purpose::STANDARD.encode(format!("{u}:{}", pw.unwrap_or("")));
+    if let (Some(u), pw) = (p.get("username").and_then(Value::as_str), p.get("password").and_then(Value::as_str)) {
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{u}:{}", pw.unwrap_or("")));
         headers.push(("Authorization".into(), format!("Basic {token}")));
     }
-    let json_body = headers
-        .iter()
-        .any(|(k, v)| k.eq_ignore_ascii_case("content-type") && v.contains("application/json"));
+    let json_body =
+        headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("content-type") && v.contains("application/json"));
     let body: Vec<u8> = match p.get("body") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::String(s)) => s.clone().into_bytes(),
@@ -202,11 +141,7 @@ fn send(url: &str, p: &Map<String, Value>, action_name: &str, timeout: f64) -> C
                 format!(
                     "{}={}",
                     urlencode(k),
-                    urlencode(
-                        &v.as_str()
-                            .map(str::to_string)
-                            .unwrap_or_else(|| v.to_string())
-                    )
+                    urlencode(&v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()))
                 )
             })
             .collect();
@@ -215,9 +150,7 @@ fn send(url: &str, p: &Map<String, Value>, action_name: &str, timeout: f64) -> C
             full_url.push_str(&pairs.join("&"));
         }
     }
-    let mut req = ureq::http::Request::builder()
-        .method(method.as_str())
-        .uri(&full_url);
+    let mut req = ureq::http::Request::builder().method(method.as_str()).uri(&full_url);
     for (k, v) in &headers {
         req = req.header(k.as_str(), v.as_str());
     }
@@ -236,14 +169,11 @@ fn send(url: &str, p: &Map<String, Value>, action_name: &str, timeout: f64) -> C
     let status = resp.status().as_u16();
     let mut resp_headers = Map::new();
     for (k, v) in resp.headers() {
-        resp_headers.insert(
-            k.as_str().to_string(),
-            Value::String(String::from_utf8_lossy(v.as_bytes()).into_owned()),
-        );
+        resp_headers.insert(k.as_str().to_string(), Value::String(String::from_utf8_lossy(v.as_bytes()).into_owned()));
     }
-    let is_json = resp_headers.iter().any(|(k, v)| {
-        k.eq_ignore_ascii_case("content-type") && v.as_str().is_some_and(|v| v.contains("json"))
-    });
+    let is_json = resp_headers
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("content-type") && v.as_str().is_some_and(|v| v.contains("json")));
     let mut bytes = Vec::new();
     let reader = resp.body_mut().as_reader();
     if let Err(e) = reader.take(MAX_RESPONSE_BYTES).read_to_end(&mut bytes) {
@@ -254,8 +184,7 @@ fn send(url: &str, p: &Map<String, Value>, action_name: &str, timeout: f64) -> C
         Some(Ok(v)) => (v, true),
         _ => (Value::String(text), false),
     };
-    let result =
-        json!({"status_code": status, "body": body, "parsed": parsed, "headers": resp_headers});
+    let result = json!({"status_code": status, "body": body, "parsed": parsed, "headers": resp_headers});
     if SUCCESS.contains(&status) {
         done(ExecStatus::Succeeded, result, None)
     } else {
@@ -270,9 +199,7 @@ fn urlencode(s: &str) -> String {
     let mut out = String::new();
     for b in s.bytes() {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(b as char)
-            }
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
             _ => out.push_str(&format!("%{b:02X}")),
         }
     }

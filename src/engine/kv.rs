@@ -22,11 +22,7 @@ impl KvSource for StoreKv {
             KvScope::System => (SCOPE_SYSTEM, name.to_string()),
             KvScope::User(u) => (SCOPE_USER, user_key(&u, name)),
         };
-        self.0
-            .kv_get_blocking(scope, &name, false)
-            .ok()
-            .flatten()
-            .map(|e| e.value)
+        self.0.kv_get_blocking(scope, &name, false).ok().flatten().map(|e| e.value)
     }
 
     fn decrypt(&self, _scope: KvScope, ciphertext: &str) -> Result<String, String> {

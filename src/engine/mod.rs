@@ -12,6 +12,7 @@ pub mod http_runner;
 pub mod kv;
 pub mod ops;
 pub mod params;
+pub mod reload;
 pub mod schedule;
 pub mod web;
 
@@ -53,6 +54,7 @@ pub struct Settings {
     pub webhook_token: Option<String>,
     pub webhook_secret: Option<String>,
     pub allow_insecure_bind: bool,
+    pub watch: crate::watch::WatchMode,
 }
 
 impl Settings {
@@ -85,6 +87,12 @@ pub struct Agent {
     pub metrics: RefCell<web::Metrics>,
     /// Packs loaded and store open: what `/health` reports.
     pub ready: Cell<bool>,
+    /// Per pack: directory, status (loaded / stale), last error, digest.
+    pub pack_states: RefCell<std::collections::BTreeMap<String, reload::PackState>>,
+    /// Ask the reload task for a rescan.
+    pub reload: smol::channel::Sender<reload::Request>,
+    /// One reload at a time: each builds on the registry the previous one left.
+    pub reload_lock: smol::lock::Mutex<()>,
 }
 
 impl Agent {
@@ -106,13 +114,9 @@ impl Agent {
         origin: exec::Origin,
     ) -> Result<i64, RequestError> {
         let reg = self.registry();
-        let (pack, action) = reg
-            .action(action_ref)
-            .ok_or_else(|| RequestError::NotFound(action_ref.to_string()))?;
+        let (pack, action) = reg.action(action_ref).ok_or_else(|| RequestError::NotFound(action_ref.to_string()))?;
         if !action.enabled {
-            return Err(RequestError::Invalid(format!(
-                "Unable to execute. Action {action_ref} is disabled."
-            )));
+            return Err(RequestError::Invalid(format!("Unable to execute. Action {action_ref} is disabled.")));
         }
         let pack = pack.clone();
         let action = action.clone();
@@ -120,12 +124,8 @@ impl Agent {
         let store = self.store.clone();
         let (a2, p2, ctx2) = (action.clone(), pack.clone(), context.clone());
         let resolved = smol::unblock(move || {
-            let cx = params::Context {
-                trigger: None,
-                action_context: ctx2,
-                config: p2.config.clone(),
-                extra: Map::new(),
-            };
+            let cx =
+                params::Context { trigger: None, action_context: ctx2, config: p2.config.clone(), extra: Map::new() };
             let kv = kv::StoreKv(store);
             params::resolve(&a2, supplied, &cx, &env, Some(&kv))
         })
@@ -144,16 +144,7 @@ impl Agent {
             .await
             .map_err(|e| RequestError::Internal(e.to_string()))?;
         crate::log_info!("execution {id} {} requested", action.ref_);
-        self.ex
-            .spawn(exec::run(
-                self.clone(),
-                id,
-                pack,
-                action,
-                resolved.values,
-                origin,
-            ))
-            .detach();
+        self.ex.spawn(exec::run(self.clone(), id, pack, action, resolved.values, origin)).detach();
         Ok(id)
     }
 
@@ -168,6 +159,11 @@ impl Agent {
             return;
         }
         let _ = rx.recv().await;
+    }
+
+    /// Packs were added, replaced or removed (sensors of those packs restart here).
+    pub async fn packs_changed(self: &Rc<Self>, changed: &[String]) {
+        crate::log_debug!("packs changed: {changed:?}");
     }
 
     pub(crate) async fn finished(&self, id: i64) {
@@ -194,13 +190,8 @@ pub fn load_registry(
     settings: &Settings,
     generation: u64,
     overrides: HashMap<String, bool>,
-) -> Registry {
-    let loaded = pack::load_dirs(
-        &settings.packs,
-        &LoadOptions {
-            config_dirs: settings.configs.clone(),
-        },
-    );
+) -> (Registry, std::collections::BTreeMap<String, reload::PackState>) {
+    let loaded = pack::load_dirs(&settings.packs, &LoadOptions { config_dirs: settings.configs.clone() });
     for l in &loaded {
         for d in &l.diagnostics {
             match d.severity {
@@ -209,78 +200,44 @@ pub fn load_registry(
             }
         }
     }
-    Registry::new(
-        loaded.into_iter().filter_map(|l| l.pack),
-        generation,
-        overrides,
-    )
+    let states = reload::initial_states(&loaded);
+    (Registry::new(loaded.into_iter().filter_map(|l| l.pack), generation, overrides), states)
 }
 
 /// Run the agent until SIGTERM or SIGINT.
 pub fn serve(settings: Settings) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&settings.data_dir).with_context(|| {
-        format!(
-            "cannot create data directory {}",
-            settings.data_dir.display()
-        )
-    })?;
-    let store = Store::open(
-        &settings.data_dir,
-        StoreOptions {
-            synchronous: settings.synchronous,
-            ..StoreOptions::default()
-        },
-    )
-    .with_context(|| format!("cannot open the store in {}", settings.data_dir.display()))?;
-    let abandoned = store
-        .abandon_running_blocking()
-        .context("cannot mark interrupted executions")?;
+    std::fs::create_dir_all(&settings.data_dir)
+        .with_context(|| format!("cannot create data directory {}", settings.data_dir.display()))?;
+    let store =
+        Store::open(&settings.data_dir, StoreOptions { synchronous: settings.synchronous, ..StoreOptions::default() })
+            .with_context(|| format!("cannot open the store in {}", settings.data_dir.display()))?;
+    let abandoned = store.abandon_running_blocking().context("cannot mark interrupted executions")?;
     if !abandoned.is_empty() {
         crate::log_warn!(
             "{} execution(s) were running when the agent stopped and are now abandoned: {abandoned:?}",
             abandoned.len()
         );
     }
-    crate::runner::shim::install_python_shim(&settings.shim_dir())
-        .context("cannot write the Python shim")?;
-    let overrides: HashMap<String, bool> = store
-        .rule_overrides_blocking()
-        .context("cannot read rule overrides")?
-        .into_iter()
-        .collect();
-    let registry = load_registry(&settings, 1, overrides);
+    crate::runner::shim::install_python_shim(&settings.shim_dir()).context("cannot write the Python shim")?;
+    let overrides: HashMap<String, bool> =
+        store.rule_overrides_blocking().context("cannot read rule overrides")?.into_iter().collect();
+    let (registry, states) = load_registry(&settings, 1, overrides);
     crate::log_info!(
         "loaded {} pack(s): {}",
         registry.packs.len(),
-        registry
-            .packs
-            .keys()
-            .cloned()
-            .collect::<Vec<_>>()
-            .join(", ")
+        registry.packs.keys().cloned().collect::<Vec<_>>().join(", ")
     );
     let socket = settings.socket_path();
     let http_cfg = crate::http::HttpConfig {
-        auth: crate::http::HookAuth {
-            token: settings.webhook_token.clone(),
-            secret: settings.webhook_secret.clone(),
-        },
+        auth: crate::http::HookAuth { token: settings.webhook_token.clone(), secret: settings.webhook_secret.clone() },
         ..crate::http::HttpConfig::default()
     };
-    crate::http::check_bind(
-        settings.listen,
-        http_cfg.auth_configured(),
-        settings.allow_insecure_bind,
-    )?;
+    crate::http::check_bind(settings.listen, http_cfg.auth_configured(), settings.allow_insecure_bind)?;
     if !settings.listen.ip().is_loopback() {
         crate::log_warn!(
             "listening on {} beyond loopback: webhook authentication is {}",
             settings.listen,
-            if http_cfg.auth_configured() {
-                "required"
-            } else {
-                "OFF (--allow-insecure-bind)"
-            }
+            if http_cfg.auth_configured() { "required" } else { "OFF (--allow-insecure-bind)" }
         );
     }
     let tcp = std::net::TcpListener::bind(settings.listen)
@@ -291,6 +248,22 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
     let ex = Rc::new(LocalExecutor::new());
     let (events_tx, events_rx) = smol::channel::unbounded();
     let (resched_tx, resched_rx) = smol::channel::bounded(1);
+    let (reload_tx, reload_rx) = smol::channel::unbounded::<reload::Request>();
+    let (watch_tx, watch_rx) = smol::channel::unbounded::<crate::watch::Change>();
+    let _watch = match crate::watch::start(&settings.packs, settings.watch, watch_tx.clone()) {
+        Ok(w) => Some(w),
+        Err(e) if settings.watch == crate::watch::WatchMode::Native => {
+            crate::log_warn!(
+                "cannot watch the packs directories with inotify ({e}); polling every {:?} instead",
+                crate::watch::POLL_INTERVAL
+            );
+            crate::watch::start(&settings.packs, crate::watch::WatchMode::Poll, watch_tx.clone()).ok()
+        }
+        Err(e) => {
+            crate::log_warn!("cannot watch the packs directories ({e}); reload with SIGHUP or `packd pack reload`");
+            None
+        }
+    };
     let agent = Rc::new(Agent {
         slots: smol::lock::Semaphore::new(settings.max_concurrent.max(1)),
         settings,
@@ -304,30 +277,39 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
         reschedule: resched_tx,
         metrics: RefCell::new(web::Metrics::default()),
         ready: Cell::new(false),
+        pack_states: RefCell::new(states),
+        reload: reload_tx.clone(),
+        reload_lock: smol::lock::Mutex::new(()),
     });
-    let handler = Rc::new(ops::Ops {
-        agent: agent.clone(),
-    });
-    ex.spawn(crate::admin::serve(ex.clone(), listener, handler))
+    // Watch events feed the reload task.
+    {
+        let tx = reload_tx.clone();
+        ex.spawn(async move {
+            while let Ok(c) = watch_rx.recv().await {
+                if tx.send(reload::Request::Changes(vec![c])).await.is_err() {
+                    return;
+                }
+            }
+        })
         .detach();
+    }
+    ex.spawn(reload::run(agent.clone(), reload_rx)).detach();
+    let handler = Rc::new(ops::Ops { agent: agent.clone() });
+    ex.spawn(crate::admin::serve(ex.clone(), listener, handler)).detach();
     let (http_stop_tx, http_stop_rx) = smol::channel::bounded::<()>(1);
     let ingest: Rc<dyn crate::http::Ingest> = Rc::new(web::HttpIngest(agent.clone()));
-    ex.spawn(crate::http::serve(tcp, ingest, http_cfg, http_stop_rx))
-        .detach();
-    ex.spawn(events::rules_loop(agent.clone(), events_rx))
-        .detach();
+    ex.spawn(crate::http::serve(tcp, ingest, http_cfg, http_stop_rx)).detach();
+    ex.spawn(events::rules_loop(agent.clone(), events_rx)).detach();
     ex.spawn(schedule::run(agent.clone(), resched_rx)).detach();
     ex.spawn(web::refresh_metrics(agent.clone())).detach();
     let signals =
-        async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int])
+        async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int, async_signal::Signal::Hup])
             .context("cannot install signal handlers")?;
     smol::block_on(ex.run(async {
         use smol::stream::StreamExt;
         let recovered = events::recover(&agent).await;
         if recovered > 0 {
-            crate::log_info!(
-                "re-queued {recovered} trigger instance(s) accepted before the last stop"
-            );
+            crate::log_info!("re-queued {recovered} trigger instance(s) accepted before the last stop");
         }
         agent.ready.set(true);
         crate::log_info!(
@@ -335,9 +317,16 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
             agent.settings.listen,
             socket.display()
         );
+        agent.persist_pack_states().await;
         let mut signals = signals;
-        if let Some(Ok(sig)) = signals.next().await {
+        while let Some(Ok(sig)) = signals.next().await {
+            if sig == async_signal::Signal::Hup {
+                crate::log_info!("SIGHUP: rescanning every pack");
+                let _ = agent.reload.try_send(reload::Request::All);
+                continue;
+            }
             crate::log_info!("received {sig:?}, shutting down");
+            break;
         }
         let _ = http_stop_tx.try_send(());
         shutdown(&agent).await;
@@ -348,12 +337,8 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
 }
 
 async fn shutdown(agent: &Rc<Agent>) {
-    let running: Vec<(i64, smol::channel::Sender<()>)> = agent
-        .running
-        .borrow()
-        .iter()
-        .map(|(k, v)| (*k, v.clone()))
-        .collect();
+    let running: Vec<(i64, smol::channel::Sender<()>)> =
+        agent.running.borrow().iter().map(|(k, v)| (*k, v.clone())).collect();
     for (id, tx) in &running {
         crate::log_info!("canceling execution {id} for shutdown");
         let _ = agent.store.request_cancel(*id).await;
@@ -376,8 +361,7 @@ fn bind_socket(path: &Path) -> anyhow::Result<smol::net::unix::UnixListener> {
                 path.display()
             );
         }
-        std::fs::remove_file(path)
-            .with_context(|| format!("cannot remove stale socket {}", path.display()))?;
+        std::fs::remove_file(path).with_context(|| format!("cannot remove stale socket {}", path.display()))?;
     }
     let l = std::os::unix::net::UnixListener::bind(path)
         .with_context(|| format!("cannot bind admin socket {}", path.display()))?;
@@ -408,7 +392,5 @@ pub fn execution_json(e: &store::Execution) -> Value {
 }
 
 pub fn time(us: i64) -> String {
-    jiff::Timestamp::from_microsecond(us)
-        .map(|t| t.to_string())
-        .unwrap_or_else(|_| us.to_string())
+    jiff::Timestamp::from_microsecond(us).map(|t| t.to_string()).unwrap_or_else(|_| us.to_string())
 }

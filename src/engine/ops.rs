@@ -18,15 +18,9 @@ pub struct Ops {
 impl Handler for Ops {
     fn handle(self: Rc<Self>, req: Value) -> OpFuture {
         Box::pin(async move {
-            let op = req
-                .get("op")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string();
+            let op = req.get("op").and_then(Value::as_str).unwrap_or("").to_string();
             match op.as_str() {
-                "ping" => {
-                    Ok(json!({"version": env!("CARGO_PKG_VERSION"), "pid": std::process::id()}))
-                }
+                "ping" => Ok(json!({"version": env!("CARGO_PKG_VERSION"), "pid": std::process::id()})),
                 "run" => self.run(&req).await,
                 "execution.get" => self.execution_get(&req).await,
                 "execution.list" => self.execution_list(&req).await,
@@ -38,6 +32,9 @@ impl Handler for Ops {
                 "kv.delete" => self.kv_delete(&req).await,
                 "kv.list" => self.kv_list(&req).await,
                 "trigger.list" => Ok(self.trigger_list()),
+                "pack.list" => Ok(self.pack_list()),
+                "pack.get" => self.pack_get(&req).await,
+                "pack.reload" => self.pack_reload(&req).await,
                 "rule.list" => Ok(self.rule_list(&req)),
                 "rule.get" => self.rule_get(&req),
                 "rule.enable" => self.rule_set(&req, true).await,
@@ -52,20 +49,15 @@ impl Handler for Ops {
 }
 
 fn str_arg<'a>(req: &'a Value, key: &str) -> Result<&'a str, OpError> {
-    req.get(key)
-        .and_then(Value::as_str)
-        .ok_or_else(|| OpError::invalid(format!("{key:?} is required")))
+    req.get(key).and_then(Value::as_str).ok_or_else(|| OpError::invalid(format!("{key:?} is required")))
 }
 
 fn id_arg(req: &Value) -> Result<i64, OpError> {
     match req.get("id") {
-        Some(Value::Number(n)) => n
-            .as_i64()
-            .ok_or_else(|| OpError::invalid("id must be a whole number")),
-        Some(Value::String(s)) => s
-            .trim()
-            .parse()
-            .map_err(|_| OpError::invalid(format!("{s:?} is not an execution id"))),
+        Some(Value::Number(n)) => n.as_i64().ok_or_else(|| OpError::invalid("id must be a whole number")),
+        Some(Value::String(s)) => {
+            s.trim().parse().map_err(|_| OpError::invalid(format!("{s:?} is not an execution id")))
+        }
         _ => Err(OpError::invalid("\"id\" is required")),
     }
 }
@@ -79,9 +71,7 @@ fn scope(req: &Value) -> Result<&'static str, OpError> {
     match req.get("scope").and_then(Value::as_str).unwrap_or("system") {
         "system" | "st2kv.system" => Ok(super::kv::SCOPE_SYSTEM),
         "user" | "st2kv.user" => Ok(super::kv::SCOPE_USER),
-        other => Err(OpError::invalid(format!(
-            "unknown scope {other:?}; use system or user"
-        ))),
+        other => Err(OpError::invalid(format!("unknown scope {other:?}; use system or user"))),
     }
 }
 
@@ -89,9 +79,8 @@ impl Ops {
     async fn run(&self, req: &Value) -> Result<Value, OpError> {
         let action_ref = str_arg(req, "action")?;
         let reg = self.agent.registry();
-        let (_, action) = reg
-            .action(action_ref)
-            .ok_or_else(|| OpError::not_found(format!("action {action_ref:?} not found")))?;
+        let (_, action) =
+            reg.action(action_ref).ok_or_else(|| OpError::not_found(format!("action {action_ref:?} not found")))?;
         let mut supplied: Map<String, Value> = match req.get("parameters") {
             Some(Value::Object(m)) => m.clone(),
             None | Some(Value::Null) => Map::new(),
@@ -101,34 +90,20 @@ impl Ops {
         // `st2 run` does (repeated keys append for arrays).
         if let Some(Value::Array(args)) = req.get("args") {
             for pair in args {
-                let (Some(k), Some(v)) = (
-                    pair.get(0).and_then(Value::as_str),
-                    pair.get(1).and_then(Value::as_str),
-                ) else {
+                let (Some(k), Some(v)) = (pair.get(0).and_then(Value::as_str), pair.get(1).and_then(Value::as_str))
+                else {
                     return Err(OpError::invalid("args must be [key, value] pairs"));
                 };
-                let ty = action
-                    .parameters
-                    .get(k)
-                    .and_then(|p| p.ty)
-                    .map(|t| t.as_str());
+                let ty = action.parameters.get(k).and_then(|p| p.ty).map(|t| t.as_str());
                 let previous = supplied.remove(k);
-                let cast = cli_cast(ty, v, previous)
-                    .map_err(|e| OpError::invalid(format!("parameter {k:?}: {e}")))?;
+                let cast = cli_cast(ty, v, previous).map_err(|e| OpError::invalid(format!("parameter {k:?}: {e}")))?;
                 supplied.insert(k.to_string(), cast);
             }
         }
-        let user = req
-            .get("user")
-            .and_then(Value::as_str)
-            .unwrap_or("stanley")
-            .to_string();
+        let user = req.get("user").and_then(Value::as_str).unwrap_or("stanley").to_string();
         let context = json!({"user": user, "source": "cli"});
-        let id = self
-            .agent
-            .request(action_ref, supplied, context, exec::Origin::default())
-            .await
-            .map_err(|e| match e {
+        let id =
+            self.agent.request(action_ref, supplied, context, exec::Origin::default()).await.map_err(|e| match e {
                 RequestError::NotFound(m) => OpError::not_found(format!("action {m:?} not found")),
                 RequestError::Invalid(m) => OpError::invalid(m),
                 RequestError::Internal(m) => OpError::internal(m),
@@ -140,13 +115,7 @@ impl Ops {
     }
 
     async fn get(&self, id: i64) -> Result<Value, OpError> {
-        match self
-            .agent
-            .store
-            .get_execution(id)
-            .await
-            .map_err(store_err)?
-        {
+        match self.agent.store.get_execution(id).await.map_err(store_err)? {
             Some(e) => {
                 let mut v = execution_json(&e);
                 v["stdout"] = Value::String(e.stdout);
@@ -163,27 +132,16 @@ impl Ops {
 
     async fn execution_list(&self, req: &Value) -> Result<Value, OpError> {
         let status = match req.get("status").and_then(Value::as_str) {
-            Some(s) => Some(
-                ExecStatus::parse(s)
-                    .ok_or_else(|| OpError::invalid(format!("unknown status {s:?}")))?,
-            ),
+            Some(s) => Some(ExecStatus::parse(s).ok_or_else(|| OpError::invalid(format!("unknown status {s:?}")))?),
             None => None,
         };
         let filter = ExecutionFilter {
-            action_ref: req
-                .get("action")
-                .and_then(Value::as_str)
-                .map(str::to_string),
+            action_ref: req.get("action").and_then(Value::as_str).map(str::to_string),
             status,
             limit: req.get("limit").and_then(Value::as_u64).unwrap_or(50) as usize,
             ..ExecutionFilter::default()
         };
-        let list = self
-            .agent
-            .store
-            .list_executions(filter)
-            .await
-            .map_err(store_err)?;
+        let list = self.agent.store.list_executions(filter).await.map_err(store_err)?;
         Ok(Value::Array(
             list.iter()
                 .map(|e| {
@@ -203,17 +161,10 @@ impl Ops {
 
     async fn execution_cancel(&self, req: &Value) -> Result<Value, OpError> {
         let id = id_arg(req)?;
-        let outcome = self
-            .agent
-            .store
-            .request_cancel(id)
-            .await
-            .map_err(|e| match e {
-                crate::store::StoreError::NotFound { .. } => {
-                    OpError::not_found(format!("execution {id} not found"))
-                }
-                other => store_err(other),
-            })?;
+        let outcome = self.agent.store.request_cancel(id).await.map_err(|e| match e {
+            crate::store::StoreError::NotFound { .. } => OpError::not_found(format!("execution {id} not found")),
+            other => store_err(other),
+        })?;
         if let Some(tx) = self.agent.running.borrow().get(&id) {
             let _ = tx.try_send(());
         }
@@ -232,9 +183,7 @@ impl Ops {
     fn action_get(&self, req: &Value) -> Result<Value, OpError> {
         let r = str_arg(req, "ref")?;
         let reg = self.agent.registry();
-        let (_, a) = reg
-            .action(r)
-            .ok_or_else(|| OpError::not_found(format!("action {r:?} not found")))?;
+        let (_, a) = reg.action(r).ok_or_else(|| OpError::not_found(format!("action {r:?} not found")))?;
         Ok(json!({
             "ref": a.ref_,
             "pack": a.pack,
@@ -253,12 +202,7 @@ impl Ops {
     async fn kv_get(&self, req: &Value) -> Result<Value, OpError> {
         let name = str_arg(req, "name")?;
         let decrypt = req.get("decrypt").and_then(Value::as_bool).unwrap_or(false);
-        let e = self
-            .agent
-            .store
-            .kv_get(scope(req)?, name, decrypt)
-            .await
-            .map_err(store_err)?;
+        let e = self.agent.store.kv_get(scope(req)?, name, decrypt).await.map_err(store_err)?;
         if req.get("full").and_then(Value::as_bool) == Some(true) {
             return Ok(e.map(|e| kv_json(&e)).unwrap_or(Value::Null));
         }
@@ -285,29 +229,15 @@ impl Ops {
         let change = self
             .agent
             .store
-            .kv_set(KvSet {
-                scope: scope(req)?.to_string(),
-                name: name.clone(),
-                value,
-                secret,
-                encrypted: false,
-                ttl,
-            })
+            .kv_set(KvSet { scope: scope(req)?.to_string(), name: name.clone(), value, secret, encrypted: false, ttl })
             .await
             .map_err(|e| OpError::invalid(e.to_string()))?;
-        Ok(
-            json!({"name": name, "change": format!("{change:?}").split(['{', ' ']).next().unwrap_or("").to_lowercase()}),
-        )
+        Ok(json!({"name": name, "change": format!("{change:?}").split(['{', ' ']).next().unwrap_or("").to_lowercase()}))
     }
 
     async fn kv_delete(&self, req: &Value) -> Result<Value, OpError> {
         let name = str_arg(req, "name")?;
-        let gone = self
-            .agent
-            .store
-            .kv_delete(scope(req)?, name)
-            .await
-            .map_err(store_err)?;
+        let gone = self.agent.store.kv_delete(scope(req)?, name).await.map_err(store_err)?;
         if gone.is_none() && req.get("strict").and_then(Value::as_bool) == Some(true) {
             return Err(OpError::not_found(format!("key {name:?} not found")));
         }
@@ -317,10 +247,7 @@ impl Ops {
     async fn kv_list(&self, req: &Value) -> Result<Value, OpError> {
         let filter = KvFilter {
             scope: Some(scope(req)?.to_string()),
-            prefix: req
-                .get("prefix")
-                .and_then(Value::as_str)
-                .map(str::to_string),
+            prefix: req.get("prefix").and_then(Value::as_str).map(str::to_string),
             decrypt: req.get("decrypt").and_then(Value::as_bool).unwrap_or(false),
             ..KvFilter::default()
         };
@@ -330,6 +257,65 @@ impl Ops {
 }
 
 impl Ops {
+    fn pack_json(&self, r: &str) -> Value {
+        let reg = self.agent.registry();
+        let states = self.agent.pack_states.borrow();
+        let st = states.get(r);
+        let p = reg.pack(r);
+        json!({
+            "ref": r,
+            "version": p.map(|p| p.version.clone()),
+            "dialect": p.map(|p| p.dialect.as_str()),
+            "dir": st.map(|s| s.dir.clone()),
+            "status": st.map(|s| s.status.as_str()).unwrap_or("loaded"),
+            "error": st.and_then(|s| s.error.clone()),
+            "digest": st.map(|s| s.digest.clone()),
+            "counts": p.map(|p| json!({
+                "actions": p.actions.len(), "sensors": p.sensors.len(), "triggers": p.triggers.len(),
+                "rules": p.rules.len(), "aliases": p.aliases.len(), "policies": p.policies.len(),
+            })),
+        })
+    }
+
+    fn pack_list(&self) -> Value {
+        let refs: Vec<String> = self.agent.pack_states.borrow().keys().cloned().collect();
+        Value::Array(refs.iter().map(|r| self.pack_json(r)).collect())
+    }
+
+    async fn pack_get(&self, req: &Value) -> Result<Value, OpError> {
+        let r = str_arg(req, "ref")?;
+        if !self.agent.pack_states.borrow().contains_key(r) {
+            return Err(OpError::not_found(format!("pack {r:?} not found")));
+        }
+        let mut v = self.pack_json(r);
+        let reloads = self.agent.store.list_reloads(20).await.map_err(store_err)?;
+        v["reloads"] = Value::Array(
+            reloads
+                .iter()
+                .filter(|x| x.packs_changed.iter().any(|p| p == r))
+                .map(|x| json!({"id": x.id, "at": super::time(x.at), "result": x.result}))
+                .collect(),
+        );
+        Ok(v)
+    }
+
+    /// Rescan now (one pack, or all) and answer when the new registry is in place.
+    async fn pack_reload(&self, req: &Value) -> Result<Value, OpError> {
+        let mut dirs = std::collections::BTreeSet::new();
+        match req.get("ref").and_then(Value::as_str) {
+            Some(r) => {
+                let dir = self.agent.pack_states.borrow().get(r).map(|s| s.dir.clone());
+                dirs.insert(dir.ok_or_else(|| OpError::not_found(format!("pack {r:?} not found")))?);
+            }
+            None => {
+                dirs.extend(super::reload::scan_dirs(&self.agent));
+                dirs.extend(self.agent.pack_states.borrow().values().map(|s| s.dir.clone()));
+            }
+        }
+        let changed = super::reload::apply(&self.agent, dirs, "pack reload").await;
+        Ok(json!({"changed": changed, "packs": self.pack_list()}))
+    }
+
     fn trigger_list(&self) -> Value {
         let reg = self.agent.registry();
         Value::Array(
@@ -373,9 +359,7 @@ impl Ops {
     fn rule_get(&self, req: &Value) -> Result<Value, OpError> {
         let r = str_arg(req, "ref")?;
         let reg = self.agent.registry();
-        let (_, rule) = reg
-            .rule(r)
-            .ok_or_else(|| OpError::not_found(format!("rule {r:?} not found")))?;
+        let (_, rule) = reg.rule(r).ok_or_else(|| OpError::not_found(format!("rule {r:?} not found")))?;
         Ok(Self::rule_json(&reg, rule))
     }
 
@@ -386,20 +370,14 @@ impl Ops {
         if reg.rule(&r).is_none() {
             return Err(OpError::not_found(format!("rule {r:?} not found")));
         }
-        self.agent
-            .store
-            .set_rule_override(r.clone(), enabled)
-            .await
-            .map_err(store_err)?;
+        self.agent.store.set_rule_override(r.clone(), enabled).await.map_err(store_err)?;
         let mut overrides = reg.overrides().clone();
         overrides.insert(r.clone(), enabled);
         self.agent.swap_registry(reg.with_overrides(overrides));
         let _ = self.agent.reschedule.try_send(());
         crate::log_info!("rule {r} {}", if enabled { "enabled" } else { "disabled" });
         let reg = self.agent.registry();
-        let (_, rule) = reg
-            .rule(&r)
-            .ok_or_else(|| OpError::not_found(format!("rule {r:?} not found")))?;
+        let (_, rule) = reg.rule(&r).ok_or_else(|| OpError::not_found(format!("rule {r:?} not found")))?;
         Ok(Self::rule_json(&reg, rule))
     }
 
@@ -408,8 +386,7 @@ impl Ops {
         Value::Array(
             reg.webhook_urls()
                 .map(|u| {
-                    let rules: Vec<&str> =
-                        reg.webhook_rules(u).map(|(_, r)| r.ref_.as_str()).collect();
+                    let rules: Vec<&str> = reg.webhook_rules(u).map(|(_, r)| r.ref_.as_str()).collect();
                     json!({"url": u, "path": format!("/api/v1/webhooks/{u}"), "rules": rules})
                 })
                 .collect(),
@@ -418,38 +395,22 @@ impl Ops {
 
     async fn ti_list(&self, req: &Value) -> Result<Value, OpError> {
         let filter = crate::store::TriggerInstanceFilter {
-            trigger_ref: req
-                .get("trigger")
-                .and_then(Value::as_str)
-                .map(str::to_string),
+            trigger_ref: req.get("trigger").and_then(Value::as_str).map(str::to_string),
             limit: req.get("limit").and_then(Value::as_u64).unwrap_or(50) as usize,
             ..Default::default()
         };
-        let list = self
-            .agent
-            .store
-            .list_trigger_instances(filter)
-            .await
-            .map_err(store_err)?;
+        let list = self.agent.store.list_trigger_instances(filter).await.map_err(store_err)?;
         Ok(Value::Array(list.iter().map(ti_json).collect()))
     }
 
     async fn ti_get(&self, req: &Value) -> Result<Value, OpError> {
         let id = id_arg(req)?;
-        let t = self
-            .agent
-            .store
-            .get_trigger_instance(id)
-            .await
-            .map_err(store_err)?;
+        let t = self.agent.store.get_trigger_instance(id).await.map_err(store_err)?;
         let t = t.ok_or_else(|| OpError::not_found(format!("trigger instance {id} not found")))?;
         let enf = self
             .agent
             .store
-            .list_enforcements(crate::store::EnforcementFilter {
-                trigger_instance_id: Some(id),
-                ..Default::default()
-            })
+            .list_enforcements(crate::store::EnforcementFilter { trigger_instance_id: Some(id), ..Default::default() })
             .await
             .map_err(store_err)?;
         let mut v = ti_json(&t);

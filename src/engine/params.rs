@@ -55,15 +55,7 @@ pub struct Resolved {
 }
 
 /// Roots a parameter template may use that are not parameters.
-const CONTEXT_ROOTS: &[&str] = &[
-    "trigger",
-    "action_context",
-    "config_context",
-    "st2kv",
-    "event",
-    "pack",
-    "system",
-];
+const CONTEXT_ROOTS: &[&str] = &["trigger", "action_context", "config_context", "st2kv", "event", "pack", "system"];
 
 pub fn resolve(
     action: &Action,
@@ -78,11 +70,8 @@ pub fn resolve(
             return Err(ParamError::Unknown(name.clone(), action.ref_.clone()));
         }
     }
-    let immutable: Vec<String> = supplied
-        .keys()
-        .filter(|n| schema.get(n).is_some_and(|p| p.immutable))
-        .cloned()
-        .collect();
+    let immutable: Vec<String> =
+        supplied.keys().filter(|n| schema.get(n).is_some_and(|p| p.immutable)).cloned().collect();
     if !immutable.is_empty() {
         return Err(ParamError::Immutable(immutable));
     }
@@ -112,14 +101,7 @@ pub fn resolve(
         }
         deps.insert(name.as_str(), d);
     }
-    let order = topo_order(
-        &schema
-            .params
-            .iter()
-            .map(|p| p.name.as_str())
-            .collect::<Vec<_>>(),
-        &deps,
-    )?;
+    let order = topo_order(&schema.params.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), &deps)?;
 
     let mut ctx = Map::new();
     if let Some(t) = &cx.trigger {
@@ -130,8 +112,7 @@ pub fn resolve(
     for (k, v) in &cx.extra {
         ctx.insert(k.clone(), v.clone());
     }
-    let by_name: HashMap<&str, &(String, Option<Value>, bool)> =
-        raw.iter().map(|r| (r.0.as_str(), r)).collect();
+    let by_name: HashMap<&str, &(String, Option<Value>, bool)> = raw.iter().map(|r| (r.0.as_str(), r)).collect();
     let mut values = Map::new();
     for name in order {
         let Some((_, v, explicit)) = by_name.get(name).copied() else {
@@ -142,12 +123,9 @@ pub fn resolve(
             None => Value::Null,
             Some(v) if has_template(v) => {
                 let ctx_now = Value::Object(ctx.clone());
-                let rendered =
-                    env.render_value(v, &ctx_now, kv)
-                        .map_err(|e| ParamError::Render {
-                            name: name.to_string(),
-                            message: e.to_string(),
-                        })?;
+                let rendered = env
+                    .render_value(v, &ctx_now, kv)
+                    .map_err(|e| ParamError::Render { name: name.to_string(), message: e.to_string() })?;
                 cast(p.ty.map(|t| t.as_str()), rendered, name)?
             }
             Some(v) if *explicit => cast(p.ty.map(|t| t.as_str()), v.clone(), name)?,
@@ -162,28 +140,19 @@ pub fn resolve(
     // Keep declaration order in the result.
     let mut ordered = Map::new();
     for p in &schema.params {
-        ordered.insert(
-            p.name.clone(),
-            values.remove(&p.name).unwrap_or(Value::Null),
-        );
+        ordered.insert(p.name.clone(), values.remove(&p.name).unwrap_or(Value::Null));
     }
     let errors = schema.validate(&ordered);
     if !errors.is_empty() {
         return Err(ParamError::Invalid(errors));
     }
     let masked = mask(action, &ordered);
-    Ok(Resolved {
-        values: ordered,
-        masked,
-    })
+    Ok(Resolved { values: ordered, masked })
 }
 
 fn cast(ty: Option<&str>, v: Value, name: &str) -> Result<Value, ParamError> {
     match ty {
-        Some(t) => cast_param(t, v).map_err(|e| ParamError::Cast {
-            name: name.to_string(),
-            message: e.to_string(),
-        }),
+        Some(t) => cast_param(t, v).map_err(|e| ParamError::Cast { name: name.to_string(), message: e.to_string() }),
         None => Ok(v),
     }
 }
@@ -217,10 +186,7 @@ fn for_each_template<'a>(v: &'a Value, f: &mut dyn FnMut(&'a str)) {
 }
 
 /// Depth-first topological order; a cycle names every parameter on it.
-fn topo_order<'a>(
-    names: &[&'a str],
-    deps: &HashMap<&'a str, Vec<&'a str>>,
-) -> Result<Vec<&'a str>, ParamError> {
+fn topo_order<'a>(names: &[&'a str], deps: &HashMap<&'a str, Vec<&'a str>>) -> Result<Vec<&'a str>, ParamError> {
     #[derive(Clone, Copy, PartialEq)]
     enum Mark {
         New,
@@ -247,8 +213,7 @@ fn topo_order<'a>(
                         stack.push((child, 0));
                     }
                     Mark::Active => {
-                        let mut cycle: Vec<String> =
-                            stack.iter().map(|(n, _)| n.to_string()).collect();
+                        let mut cycle: Vec<String> = stack.iter().map(|(n, _)| n.to_string()).collect();
                         if let Some(pos) = cycle.iter().position(|n| n == child) {
                             cycle.drain(..pos);
                         }

@@ -21,10 +21,7 @@ pub const MAX_SLEEP: Duration = Duration::from_secs(30);
 /// Bring the queue in line with the registry's enabled timer rules.
 pub fn sync(q: &mut TimerQueue<String>, reg: &Registry, now: jiff::Timestamp) {
     let mut seen = BTreeSet::new();
-    for (_, rule) in reg
-        .rules()
-        .filter(|(_, r)| r.enabled && is_timer_trigger(&r.trigger))
-    {
+    for (_, rule) in reg.rules().filter(|(_, r)| r.enabled && is_timer_trigger(&r.trigger)) {
         match TimerSpec::parse(&rule.trigger, &rule.trigger_parameters) {
             Ok(spec) => {
                 seen.insert(rule.ref_.clone());
@@ -35,17 +32,10 @@ pub fn sync(q: &mut TimerQueue<String>, reg: &Registry, now: jiff::Timestamp) {
                     );
                 }
             }
-            Err(e) => crate::log_error!(
-                "rule {}: trigger.parameters: {e}; the timer is not scheduled",
-                rule.ref_
-            ),
+            Err(e) => crate::log_error!("rule {}: trigger.parameters: {e}; the timer is not scheduled", rule.ref_),
         }
     }
-    let stale: Vec<String> = q
-        .iter()
-        .map(|(k, _, _)| k.clone())
-        .filter(|k| !seen.contains(k))
-        .collect();
+    let stale: Vec<String> = q.iter().map(|(k, _, _)| k.clone()).filter(|k| !seen.contains(k)).collect();
     for k in stale {
         q.remove(&k);
     }
@@ -59,14 +49,9 @@ pub async fn run(agent: Rc<Agent>, reschedule: smol::channel::Receiver<()>) {
     loop {
         let now = clock.now();
         for fired in q.pop_due(now) {
-            let payload = fired
-                .spec
-                .payload(now, fired.scheduled_at, fired.count, &fired.key);
+            let payload = fired.spec.payload(now, fired.scheduled_at, fired.count, &fired.key);
             let trigger = fired.spec.trigger_ref();
-            if let Err(e) = agent
-                .ingest(trigger, payload, TiSource::Timer, Some(fired.key.clone()))
-                .await
-            {
+            if let Err(e) = agent.ingest(trigger, payload, TiSource::Timer, Some(fired.key.clone())).await {
                 crate::log_error!("timer of rule {}: {e}", fired.key);
             }
         }
@@ -74,10 +59,7 @@ pub async fn run(agent: Rc<Agent>, reschedule: smol::channel::Receiver<()>) {
         let sleep = q
             .next_deadline()
             .map(|d| {
-                let us = d
-                    .as_microsecond()
-                    .saturating_sub(now.as_microsecond())
-                    .max(0) as u64;
+                let us = d.as_microsecond().saturating_sub(now.as_microsecond()).max(0) as u64;
                 Duration::from_micros(us)
             })
             .unwrap_or(MAX_SLEEP)

@@ -55,16 +55,7 @@ impl Ingest for HttpIngest {
                     let body = payload.get("body").cloned().unwrap_or(Value::Null);
                     agent.ingest(&t, body, TiSource::Webhook, None).await
                 }
-                None => {
-                    agent
-                        .ingest(
-                            WEBHOOK_TRIGGER,
-                            payload,
-                            TiSource::Webhook,
-                            Some(normalize_hook(&hook)),
-                        )
-                        .await
-                }
+                None => agent.ingest(WEBHOOK_TRIGGER, payload, TiSource::Webhook, Some(normalize_hook(&hook))).await,
             };
             r.map(|id| id.to_string()).map_err(|e| {
                 agent.metrics.borrow_mut().events_rejected += 1;
@@ -82,14 +73,10 @@ impl Ingest for HttpIngest {
                 agent.metrics.borrow_mut().events_rejected += 1;
                 return Err(IngestError::UnknownTrigger(trigger));
             }
-            agent
-                .ingest(&trigger, payload, TiSource::Webhook, None)
-                .await
-                .map(|id| id.to_string())
-                .map_err(|e| {
-                    agent.metrics.borrow_mut().events_rejected += 1;
-                    map_err(e)
-                })
+            agent.ingest(&trigger, payload, TiSource::Webhook, None).await.map(|id| id.to_string()).map_err(|e| {
+                agent.metrics.borrow_mut().events_rejected += 1;
+                map_err(e)
+            })
         })
     }
 
@@ -98,11 +85,7 @@ impl Ingest for HttpIngest {
     }
 
     fn health(&self) -> Health {
-        if self.0.ready.get() {
-            Health::Ready
-        } else {
-            Health::NotReady("packs are still loading".into())
-        }
+        if self.0.ready.get() { Health::Ready } else { Health::NotReady("packs are still loading".into()) }
     }
 
     fn metrics(&self) -> String {
@@ -110,36 +93,14 @@ impl Ingest for HttpIngest {
         let m = a.metrics.borrow();
         let mut out = String::new();
         let mut counter = |name: &str, help: &str, v: u64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
-            );
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
         };
-        counter(
-            "packd_events_received_total",
-            "Events offered to the agent.",
-            m.events_received,
-        );
-        counter(
-            "packd_events_accepted_total",
-            "Events stored as trigger instances.",
-            m.events_accepted,
-        );
-        counter(
-            "packd_events_rejected_total",
-            "Events refused (invalid, unknown, overloaded).",
-            m.events_rejected,
-        );
+        counter("packd_events_received_total", "Events offered to the agent.", m.events_received);
+        counter("packd_events_accepted_total", "Events stored as trigger instances.", m.events_accepted);
+        counter("packd_events_rejected_total", "Events refused (invalid, unknown, overloaded).", m.events_rejected);
         counter("packd_reloads_total", "Pack reloads.", m.reloads);
-        counter(
-            "packd_reload_failures_total",
-            "Pack reloads that kept a last good version.",
-            m.reload_failures,
-        );
-        let _ = writeln!(
-            out,
-            "# HELP packd_executions Executions by status.\n# TYPE packd_executions gauge"
-        );
+        counter("packd_reload_failures_total", "Pack reloads that kept a last good version.", m.reload_failures);
+        let _ = writeln!(out, "# HELP packd_executions Executions by status.\n# TYPE packd_executions gauge");
         for (status, n) in &m.executions {
             let _ = writeln!(out, "packd_executions{{status=\"{status}\"}} {n}");
         }
@@ -167,10 +128,8 @@ impl Ingest for HttpIngest {
 pub async fn refresh_metrics(agent: Rc<Agent>) {
     loop {
         if let Ok(counts) = agent.store.count_executions_by_status().await {
-            agent.metrics.borrow_mut().executions = counts
-                .into_iter()
-                .map(|(s, n)| (s.as_str().to_string(), n))
-                .collect();
+            agent.metrics.borrow_mut().executions =
+                counts.into_iter().map(|(s, n)| (s.as_str().to_string(), n)).collect();
         }
         smol::Timer::after(std::time::Duration::from_secs(2)).await;
     }

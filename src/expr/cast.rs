@@ -33,20 +33,13 @@ pub enum CastError {
     /// A `string` parameter received something else (st2: `Value "x" must either be a string
     /// or None`).
     #[error("Value \"{value}\" must either be a string or None. Got \"{py_type}\".")]
-    NotAString {
-        value: String,
-        py_type: &'static str,
-    },
+    NotAString { value: String, py_type: &'static str },
     /// The CLI boolean cast failed; the text is what `st2 run` prints.
     #[error("Invalid value for boolean parameter. Valid values are: true, false")]
     Boolean,
     /// The CLI `object`/`array` cast got text that is neither JSON nor its short syntax.
     #[error("invalid {ty} value {input:?}: {reason}")]
-    Container {
-        ty: &'static str,
-        input: String,
-        reason: String,
-    },
+    Container { ty: &'static str, input: String, reason: String },
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -65,10 +58,7 @@ pub fn cast_param(ty: &str, v: Value) -> Result<Value, CastError> {
         Value::String(s) => s,
         other => {
             if ty == "string" {
-                return Err(CastError::NotAString {
-                    value: python_str(&other),
-                    py_type: python_type_name(&other),
-                });
+                return Err(CastError::NotAString { value: python_str(&other), py_type: python_type_name(&other) });
             }
             return Ok(other);
         }
@@ -106,20 +96,14 @@ fn python_capitalize(s: &str) -> String {
     let mut chars = s.chars();
     match chars.next() {
         None => String::new(),
-        Some(first) => first
-            .to_uppercase()
-            .chain(chars.flat_map(char::to_lowercase))
-            .collect(),
+        Some(first) => first.to_uppercase().chain(chars.flat_map(char::to_lowercase)).collect(),
     }
 }
 
 /// Python's `int(str)`: surrounding whitespace, a sign, decimal digits with single underscores
 /// between them. Values outside the 64-bit range are refused (JSON numbers here are 64-bit).
 pub(crate) fn python_int(s: &str) -> Result<Value, CastError> {
-    let err = || CastError::Number {
-        ty: "int",
-        input: s.to_string(),
-    };
+    let err = || CastError::Number { ty: "int", input: s.to_string() };
     let t = s.trim();
     let (neg, digits) = match t.as_bytes().first() {
         Some(b'-') => (true, &t[1..]),
@@ -137,10 +121,7 @@ pub(crate) fn python_int(s: &str) -> Result<Value, CastError> {
 /// Python's `float(str)`: like `int` plus a fraction, an exponent, `inf`/`nan`. Infinite and NaN
 /// results are refused because JSON cannot hold them.
 pub(crate) fn python_float(s: &str) -> Result<Value, CastError> {
-    let err = || CastError::Number {
-        ty: "float",
-        input: s.to_string(),
-    };
+    let err = || CastError::Number { ty: "float", input: s.to_string() };
     let t = s.trim();
     let body = t.trim_start_matches(['+', '-']);
     if body.len() + 1 < t.len() {
@@ -263,11 +244,7 @@ fn cli_array(raw: &str) -> Result<Value, CastError> {
     if let Ok(v) = serde_json::from_str::<Value>(raw) {
         return Ok(v);
     }
-    Ok(Value::Array(
-        raw.split(',')
-            .map(|s| Value::String(s.trim().to_string()))
-            .collect(),
-    ))
+    Ok(Value::Array(raw.split(',').map(|s| Value::String(s.trim().to_string())).collect()))
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -342,11 +319,7 @@ pub fn python_float_repr(f: f64) -> String {
         return if f > 0.0 { "inf".into() } else { "-inf".into() };
     }
     if f == 0.0 {
-        return if f.is_sign_negative() {
-            "-0.0".into()
-        } else {
-            "0.0".into()
-        };
+        return if f.is_sign_negative() { "-0.0".into() } else { "0.0".into() };
     }
     // `{:e}` gives the shortest round-trip digits with an exponent, e.g. "1.5e16".
     let sci = format!("{f:e}");
@@ -366,11 +339,7 @@ pub fn python_float_repr(f: f64) -> String {
 /// Python's `repr(str)`: single quotes unless the text has a single quote and no double quote;
 /// backslash, the quote, `\n \r \t` and non-printable characters escaped.
 pub fn python_str_repr(s: &str) -> String {
-    let quote = if s.contains('\'') && !s.contains('"') {
-        '"'
-    } else {
-        '\''
-    };
+    let quote = if s.contains('\'') && !s.contains('"') { '"' } else { '\'' };
     let mut out = String::with_capacity(s.len() + 2);
     out.push(quote);
     for c in s.chars() {
@@ -421,15 +390,8 @@ fn python_printable(c: char) -> bool {
 /// (decimal, `0x`, `0o`, `0b`, underscores), floats, `True`/`False`/`None`, unary signs.
 /// Dict keys become JSON keys the way `json.dumps` converts them (`1` → `"1"`, `True` → `"true"`).
 pub fn literal_eval(s: &str) -> Result<Value, CastError> {
-    let mut p = LitParser {
-        src: s,
-        pos: 0,
-        depth: 0,
-    };
-    let fail = |reason: String| CastError::Literal {
-        input: s.to_string(),
-        reason,
-    };
+    let mut p = LitParser { src: s, pos: 0, depth: 0 };
+    let fail = |reason: String| CastError::Literal { input: s.to_string(), reason };
     p.skip_ws();
     let v = p.expr().map_err(fail)?;
     p.skip_ws();
@@ -621,17 +583,11 @@ impl LitParser<'_> {
 
     fn number(&mut self) -> Result<Value, String> {
         let start = self.pos;
-        while self
-            .peek()
-            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
-        {
+        while self.peek().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.') {
             let c = self.bump();
             // An exponent sign belongs to the number: `1e-5`.
             if matches!(c, Some('e' | 'E'))
-                && !self
-                    .src
-                    .get(start..self.pos)
-                    .is_some_and(|t| t.starts_with("0x") || t.starts_with("0X"))
+                && !self.src.get(start..self.pos).is_some_and(|t| t.starts_with("0x") || t.starts_with("0X"))
                 && matches!(self.peek(), Some('+' | '-'))
             {
                 self.bump();
@@ -639,9 +595,7 @@ impl LitParser<'_> {
         }
         let text = self.src.get(start..self.pos).unwrap_or("");
         let lower = text.to_ascii_lowercase();
-        let radix = [("0x", 16), ("0o", 8), ("0b", 2)]
-            .into_iter()
-            .find(|(p, _)| lower.starts_with(p));
+        let radix = [("0x", 16), ("0o", 8), ("0b", 2)].into_iter().find(|(p, _)| lower.starts_with(p));
         if let Some((prefix, radix)) = radix {
             let digits = lower.get(prefix.len()..).unwrap_or("");
             let digits = digits.strip_prefix('_').unwrap_or(digits);
@@ -654,10 +608,7 @@ impl LitParser<'_> {
         let is_float = lower.contains(['.', 'e']);
         if !is_float {
             // Python 3 rejects leading zeros in decimal integers ("0755"), except for zero.
-            if lower.len() > 1
-                && lower.starts_with('0')
-                && !lower.trim_start_matches(['0', '_']).is_empty()
-            {
+            if lower.len() > 1 && lower.starts_with('0') && !lower.trim_start_matches(['0', '_']).is_empty() {
                 return Err(format!("leading zeros in decimal integer {text:?}"));
             }
             return python_int(text).map_err(|_| format!("invalid number {text:?}"));
@@ -780,10 +731,7 @@ impl LitParser<'_> {
 }
 
 fn is_string_prefix(w: &str) -> bool {
-    matches!(
-        w.to_ascii_lowercase().as_str(),
-        "" | "r" | "u" | "b" | "br" | "rb"
-    )
+    matches!(w.to_ascii_lowercase().as_str(), "" | "r" | "u" | "b" | "br" | "rb")
 }
 
 fn negate(n: &Number) -> Option<Value> {
@@ -794,9 +742,7 @@ fn negate(n: &Number) -> Option<Value> {
         // -9223372036854775808 is the only u64 whose negation fits.
         return (u == 1u64 << 63).then(|| Value::from(i64::MIN));
     }
-    n.as_f64()
-        .and_then(|f| Number::from_f64(-f))
-        .map(Value::Number)
+    n.as_f64().and_then(|f| Number::from_f64(-f)).map(Value::Number)
 }
 
 /// The JSON key `json.dumps` would write for a Python dict key.
@@ -832,10 +778,7 @@ mod tests {
 
     #[test]
     fn literal_eval_cases() {
-        check_lit(
-            "{'a': 1, 'b': True, 'c': None}",
-            expect![[r#"ok {"a":1,"b":true,"c":null}"#]],
-        );
+        check_lit("{'a': 1, 'b': True, 'c': None}", expect![[r#"ok {"a":1,"b":true,"c":null}"#]]);
         check_lit("['x', 1, 2.5, -3]", expect![[r#"ok ["x",1,2.5,-3]"#]]);
         check_lit("(1, 2,)", expect!["ok [1,2]"]);
         check_lit("(1)", expect!["ok 1"]);
@@ -869,61 +812,28 @@ mod tests {
         // Failures: names, calls, operators, leading zeros, unbalanced brackets.
         check_lit(
             "yes",
-            expect![[
-                r#"err cannot parse "yes" as a Python literal: malformed node or string: name "yes""#
-            ]],
+            expect![[r#"err cannot parse "yes" as a Python literal: malformed node or string: name "yes""#]],
         );
         check_lit(
             "true",
-            expect![[
-                r#"err cannot parse "true" as a Python literal: malformed node or string: name "true""#
-            ]],
+            expect![[r#"err cannot parse "true" as a Python literal: malformed node or string: name "true""#]],
         );
         check_lit(
             "0755",
-            expect![[
-                r#"err cannot parse "0755" as a Python literal: leading zeros in decimal integer "0755""#
-            ]],
+            expect![[r#"err cannot parse "0755" as a Python literal: leading zeros in decimal integer "0755""#]],
         );
-        check_lit(
-            "[1, 2",
-            expect![[r#"err cannot parse "[1, 2" as a Python literal: expected ',' or ']'"#]],
-        );
-        check_lit(
-            "1 + 2",
-            expect![[
-                r#"err cannot parse "1 + 2" as a Python literal: unexpected text at offset 2"#
-            ]],
-        );
-        check_lit(
-            "'abc",
-            expect![[r#"err cannot parse "'abc" as a Python literal: unterminated string"#]],
-        );
-        check_lit(
-            "{[1]: 2}",
-            expect![[r#"err cannot parse "{[1]: 2}" as a Python literal: unhashable dict key"#]],
-        );
-        check_lit(
-            "",
-            expect![[r#"err cannot parse "" as a Python literal: unexpected end of input"#]],
-        );
+        check_lit("[1, 2", expect![[r#"err cannot parse "[1, 2" as a Python literal: expected ',' or ']'"#]]);
+        check_lit("1 + 2", expect![[r#"err cannot parse "1 + 2" as a Python literal: unexpected text at offset 2"#]]);
+        check_lit("'abc", expect![[r#"err cannot parse "'abc" as a Python literal: unterminated string"#]]);
+        check_lit("{[1]: 2}", expect![[r#"err cannot parse "{[1]: 2}" as a Python literal: unhashable dict key"#]]);
+        check_lit("", expect![[r#"err cannot parse "" as a Python literal: unexpected end of input"#]]);
     }
 
     #[test]
     fn literal_depth_limit() {
-        let deep = format!(
-            "{}{}",
-            "[".repeat(MAX_LITERAL_DEPTH + 1),
-            "]".repeat(MAX_LITERAL_DEPTH + 1)
-        );
-        assert!(
-            matches!(literal_eval(&deep), Err(CastError::Literal { reason, .. }) if reason.contains("nesting"))
-        );
-        let ok = format!(
-            "{}{}",
-            "[".repeat(MAX_LITERAL_DEPTH),
-            "]".repeat(MAX_LITERAL_DEPTH)
-        );
+        let deep = format!("{}{}", "[".repeat(MAX_LITERAL_DEPTH + 1), "]".repeat(MAX_LITERAL_DEPTH + 1));
+        assert!(matches!(literal_eval(&deep), Err(CastError::Literal { reason, .. }) if reason.contains("nesting")));
+        let ok = format!("{}{}", "[".repeat(MAX_LITERAL_DEPTH), "]".repeat(MAX_LITERAL_DEPTH));
         assert!(literal_eval(&ok).is_ok());
     }
 
@@ -934,25 +844,15 @@ mod tests {
     #[test]
     fn server_casts() {
         check_cast("object", json!(r#"{"a": 1}"#), expect![[r#"ok {"a":1}"#]]);
-        check_cast(
-            "object",
-            json!("{'a': 1, 'b': True}"),
-            expect![[r#"ok {"a":1,"b":true}"#]],
-        );
+        check_cast("object", json!("{'a': 1, 'b': True}"), expect![[r#"ok {"a":1,"b":true}"#]]);
         check_cast("array", json!("['x', None]"), expect![[r#"ok ["x",null]"#]]);
         check_cast("array", json!("[1, 2]"), expect!["ok [1,2]"]);
         check_cast(
             "array",
             json!("not a list"),
-            expect![[
-                r#"err cannot parse "not a list" as a Python literal: malformed node or string: name "not""#
-            ]],
+            expect![[r#"err cannot parse "not a list" as a Python literal: malformed node or string: name "not""#]],
         );
-        check_cast(
-            "object",
-            json!({"already": 1}),
-            expect![[r#"ok {"already":1}"#]],
-        );
+        check_cast("object", json!({"already": 1}), expect![[r#"ok {"already":1}"#]]);
         check_cast("boolean", json!("true"), expect!["ok true"]);
         check_cast("boolean", json!("TRUE"), expect!["ok true"]);
         check_cast("boolean", json!("false"), expect!["ok false"]);
@@ -961,48 +861,22 @@ mod tests {
         check_cast(
             "boolean",
             json!("yes"),
-            expect![[
-                r#"err cannot parse "Yes" as a Python literal: malformed node or string: name "Yes""#
-            ]],
+            expect![[r#"err cannot parse "Yes" as a Python literal: malformed node or string: name "Yes""#]],
         );
         check_cast("boolean", json!(false), expect!["ok false"]);
         check_cast("integer", json!(" 42 "), expect!["ok 42"]);
         check_cast("integer", json!("-1_000"), expect!["ok -1000"]);
-        check_cast(
-            "integer",
-            json!("4.5"),
-            expect![[r#"err invalid literal for int(): "4.5""#]],
-        );
-        check_cast(
-            "integer",
-            json!("0x10"),
-            expect![[r#"err invalid literal for int(): "0x10""#]],
-        );
+        check_cast("integer", json!("4.5"), expect![[r#"err invalid literal for int(): "4.5""#]]);
+        check_cast("integer", json!("0x10"), expect![[r#"err invalid literal for int(): "0x10""#]]);
         check_cast("integer", json!(7), expect!["ok 7"]);
         check_cast("number", json!("1.5"), expect!["ok 1.5"]);
         check_cast("number", json!("3"), expect!["ok 3.0"]);
         check_cast("number", json!("1e3"), expect!["ok 1000.0"]);
-        check_cast(
-            "number",
-            json!("inf"),
-            expect![[r#"err invalid literal for float(): "inf""#]],
-        );
-        check_cast(
-            "number",
-            json!("abc"),
-            expect![[r#"err invalid literal for float(): "abc""#]],
-        );
-        check_cast(
-            "number",
-            json!("1__0"),
-            expect![[r#"err invalid literal for float(): "1__0""#]],
-        );
+        check_cast("number", json!("inf"), expect![[r#"err invalid literal for float(): "inf""#]]);
+        check_cast("number", json!("abc"), expect![[r#"err invalid literal for float(): "abc""#]]);
+        check_cast("number", json!("1__0"), expect![[r#"err invalid literal for float(): "1__0""#]]);
         check_cast("string", json!("x"), expect![[r#"ok "x""#]]);
-        check_cast(
-            "string",
-            json!(5),
-            expect![[r#"err Value "5" must either be a string or None. Got "int"."#]],
-        );
+        check_cast("string", json!(5), expect![[r#"err Value "5" must either be a string or None. Got "int"."#]]);
         check_cast(
             "string",
             json!({"a": true}),
@@ -1024,12 +898,7 @@ mod tests {
         check_cli(Some("string"), "42", None, expect![[r#"ok "42""#]]);
         check_cli(None, "a=b", None, expect![[r#"ok "a=b""#]]);
         check_cli(Some("integer"), "42", None, expect!["ok 42"]);
-        check_cli(
-            Some("integer"),
-            "x",
-            None,
-            expect![[r#"err invalid literal for int(): "x""#]],
-        );
+        check_cli(Some("integer"), "x", None, expect![[r#"err invalid literal for int(): "x""#]]);
         check_cli(Some("number"), "2.5", None, expect!["ok 2.5"]);
         check_cli(Some("boolean"), "true", None, expect!["ok true"]);
         check_cli(Some("boolean"), "False", None, expect!["ok false"]);
@@ -1039,58 +908,21 @@ mod tests {
             None,
             expect!["err Invalid value for boolean parameter. Valid values are: true, false"],
         );
-        check_cli(
-            Some("object"),
-            r#"{"a": [1]}"#,
-            None,
-            expect![[r#"ok {"a":[1]}"#]],
-        );
-        check_cli(
-            Some("object"),
-            "k1=v1,k2=v=2,junk",
-            None,
-            expect![[r#"ok {"k1":"v1","k2":"v=2"}"#]],
-        );
+        check_cli(Some("object"), r#"{"a": [1]}"#, None, expect![[r#"ok {"a":[1]}"#]]);
+        check_cli(Some("object"), "k1=v1,k2=v=2,junk", None, expect![[r#"ok {"k1":"v1","k2":"v=2"}"#]]);
         check_cli(
             Some("object"),
             "{broken",
             None,
-            expect![[
-                r#"err invalid object value "{broken": key must be a string at line 1 column 2"#
-            ]],
+            expect![[r#"err invalid object value "{broken": key must be a string at line 1 column 2"#]],
         );
         check_cli(Some("array"), "51", None, expect!["ok [51]"]);
-        check_cli(
-            Some("array"),
-            r#"["a", 2]"#,
-            None,
-            expect![[r#"ok ["a",2]"#]],
-        );
-        check_cli(
-            Some("array"),
-            "a, b ,c",
-            None,
-            expect![[r#"ok ["a","b","c"]"#]],
-        );
+        check_cli(Some("array"), r#"["a", 2]"#, None, expect![[r#"ok ["a",2]"#]]);
+        check_cli(Some("array"), "a, b ,c", None, expect![[r#"ok ["a","b","c"]"#]]);
         check_cli(Some("array"), "true", None, expect!["ok true"]);
-        check_cli(
-            Some("array"),
-            "c",
-            Some(json!(["a", "b"])),
-            expect![[r#"ok ["a","b","c"]"#]],
-        );
-        check_cli(
-            Some("array"),
-            "3",
-            Some(json!([1, 2])),
-            expect!["ok [1,2,3]"],
-        );
-        check_cli(
-            Some("array"),
-            "x",
-            Some(json!("w")),
-            expect![[r#"ok ["w","x"]"#]],
-        );
+        check_cli(Some("array"), "c", Some(json!(["a", "b"])), expect![[r#"ok ["a","b","c"]"#]]);
+        check_cli(Some("array"), "3", Some(json!([1, 2])), expect!["ok [1,2,3]"]);
+        check_cli(Some("array"), "x", Some(json!("w")), expect![[r#"ok ["w","x"]"#]]);
     }
 
     fn check_repr(v: Value, expect: Expect) {
@@ -1099,18 +931,12 @@ mod tests {
 
     #[test]
     fn python_reprs() {
-        check_repr(
-            json!({"a": 1, "b": true, "c": null}),
-            expect!["{'a': 1, 'b': True, 'c': None}"],
-        );
+        check_repr(json!({"a": 1, "b": true, "c": null}), expect!["{'a': 1, 'b': True, 'c': None}"]);
         check_repr(json!(["x", 1, false]), expect!["['x', 1, False]"]);
         check_repr(json!({"z": 1, "a": 2}), expect!["{'z': 1, 'a': 2}"]);
         check_repr(json!("it's"), expect![[r#""it's""#]]);
         check_repr(json!("both ' and \""), expect![[r#"'both \' and "'"#]]);
-        check_repr(
-            json!("tab\there\nnl\\ \u{1} é \u{a0}"),
-            expect![[r"'tab\there\nnl\\ \x01 é \xa0'"]],
-        );
+        check_repr(json!("tab\there\nnl\\ \u{1} é \u{a0}"), expect![[r"'tab\there\nnl\\ \x01 é \xa0'"]]);
         check_repr(json!(1.0), expect!["1.0"]);
         check_repr(json!(1e16), expect!["1e+16"]);
         check_repr(json!(1.5e-7), expect!["1.5e-07"]);

@@ -90,11 +90,7 @@ pub enum CriteriaError {
         source: JsonPathError,
     },
     #[error("criterion {key:?} ({operator}): {reason}")]
-    Operator {
-        key: String,
-        operator: String,
-        reason: String,
-    },
+    Operator { key: String, operator: String, reason: String },
 }
 
 /// Evaluates StackStorm rule criteria against a trigger payload (all criteria AND-ed, in
@@ -124,12 +120,7 @@ pub fn evaluate_at(
         return Ok(false);
     }
     with_source(kv, || {
-        let mut ev = Eval {
-            env,
-            payload,
-            prepared: None,
-            now,
-        };
+        let mut ev = Eval { env, payload, prepared: None, now };
         for (key, spec) in criteria {
             if !ev.criterion(key, spec, &[("trigger", payload)], 0)? {
                 return Ok(false);
@@ -162,32 +153,20 @@ impl Eval<'_> {
             });
         };
         let Some(Json::String(op_name)) = spec.get("type") else {
-            return Err(CriteriaError::Malformed {
-                key: key.into(),
-                reason: "has no operator ('type')".into(),
-            });
+            return Err(CriteriaError::Malformed { key: key.into(), reason: "has no operator ('type')".into() });
         };
         let op = op_name.to_lowercase();
         if !is_operator(&op) {
-            return Err(CriteriaError::UnknownOperator {
-                key: key.into(),
-                operator: op_name.clone(),
-            });
+            return Err(CriteriaError::UnknownOperator { key: key.into(), operator: op_name.clone() });
         }
-        let op_err = |reason: String| CriteriaError::Operator {
-            key: key.into(),
-            operator: op.clone(),
-            reason,
-        };
+        let op_err = |reason: String| CriteriaError::Operator { key: key.into(), operator: op.clone(), reason };
 
         let value = self.lookup(key, roots)?;
         let value = value.as_deref().filter(|v| !v.is_null());
 
         if op == "search" {
             if depth >= MAX_SEARCH_DEPTH {
-                return Err(op_err(format!(
-                    "search criteria nested deeper than {MAX_SEARCH_DEPTH}"
-                )));
+                return Err(op_err(format!("search criteria nested deeper than {MAX_SEARCH_DEPTH}")));
             }
             let condition = spec.get("condition").and_then(Json::as_str).unwrap_or("");
             let pattern = spec.get("pattern").unwrap_or(&Json::Null);
@@ -196,13 +175,11 @@ impl Eval<'_> {
 
         let pattern = match spec.get("pattern") {
             None | Some(Json::Null) => None,
-            Some(Json::String(s)) => {
-                Some(self.render(s).map_err(|source| CriteriaError::Render {
-                    key: key.into(),
-                    operator: op.clone(),
-                    source,
-                })?)
-            }
+            Some(Json::String(s)) => Some(self.render(s).map_err(|source| CriteriaError::Render {
+                key: key.into(),
+                operator: op.clone(),
+                source,
+            })?),
             Some(other) => Some(other.clone()),
         };
         let pattern = pattern.as_ref().filter(|p| !p.is_null());
@@ -215,25 +192,16 @@ impl Eval<'_> {
         }
         let env = self.env;
         let payload = self.payload;
-        let p = self
-            .prepared
-            .get_or_insert_with(|| env.prepare_criteria(payload));
+        let p = self.prepared.get_or_insert_with(|| env.prepare_criteria(payload));
         env.render_native_prepared(s, p)
     }
 
     /// The payload value a criterion key names: first JSONPath match, `None` when nothing
     /// matches. `system.<key>` reads the datastore (system scope), as st2's lookup context has
     /// a `system` entry.
-    fn lookup<'v>(
-        &self,
-        key: &str,
-        roots: &[(&str, &'v Json)],
-    ) -> Result<Option<Cow<'v, Json>>, CriteriaError> {
+    fn lookup<'v>(&self, key: &str, roots: &[(&str, &'v Json)]) -> Result<Option<Cow<'v, Json>>, CriteriaError> {
         let path_text = key.split('#').next().unwrap_or("");
-        let path = JsonPath::parse(path_text).map_err(|source| CriteriaError::Key {
-            key: key.into(),
-            source,
-        })?;
+        let path = JsonPath::parse(path_text).map_err(|source| CriteriaError::Key { key: key.into(), source })?;
         if path.root_field() == Some("system") {
             let fields = path.plain_fields().unwrap_or_default();
             let name = fields.get(1..).unwrap_or(&[]).join(".");
@@ -255,15 +223,9 @@ impl Eval<'_> {
         condition: &str,
         depth: usize,
     ) -> Result<bool, CriteriaError> {
-        let op_err = |reason: String| CriteriaError::Operator {
-            key: key.into(),
-            operator: op.into(),
-            reason,
-        };
+        let op_err = |reason: String| CriteriaError::Operator { key: key.into(), operator: op.into(), reason };
         let Json::Object(children) = pattern else {
-            return Err(op_err(
-                "search pattern must be a mapping of child criteria".into(),
-            ));
+            return Err(op_err("search pattern must be a mapping of child criteria".into()));
         };
         if !matches!(condition, "any" | "all" | "all2any" | "any2any") {
             return Err(op_err(format!(
@@ -280,10 +242,7 @@ impl Eval<'_> {
                 chars.iter().collect()
             }
             other => {
-                return Err(op_err(format!(
-                    "'{}' object is not iterable",
-                    py_type(other)
-                )));
+                return Err(op_err(format!("'{}' object is not iterable", py_type(other))));
             }
         };
         // st2 evaluates every child of every item and counts a child that raised as a
@@ -437,9 +396,7 @@ fn py_eq(a: Option<&Json>, b: Option<&Json>) -> bool {
             x.len() == y.len() && x.iter().zip(y).all(|(i, j)| py_eq(Some(i), Some(j)))
         }
         (Some(Json::Object(x)), Some(Json::Object(y))) => {
-            x.len() == y.len()
-                && x.iter()
-                    .all(|(k, i)| y.get(k).is_some_and(|j| py_eq(Some(i), Some(j))))
+            x.len() == y.len() && x.iter().all(|(k, i)| y.get(k).is_some_and(|j| py_eq(Some(i), Some(j))))
         }
         _ => false,
     }
@@ -465,11 +422,7 @@ fn py_lt(a: Option<&Json>, b: Option<&Json>, sym: &str) -> Result<bool, String> 
         _ => {
             // Python reports the operands in source order: value OP pattern.
             let (l, r) = if sym == ">" { (b, a) } else { (a, b) };
-            Err(format!(
-                "'{sym}' not supported between instances of '{}' and '{}'",
-                py_type(l),
-                py_type(r)
-            ))
+            Err(format!("'{sym}' not supported between instances of '{}' and '{}'", py_type(l), py_type(r)))
         }
     }
 }
@@ -480,10 +433,7 @@ fn py_in(needle: Option<&Json>, container: Option<&Json>) -> Result<bool, String
     match container.filter(|v| !v.is_null()) {
         Some(Json::String(hay)) => match needle {
             Some(Json::String(n)) => Ok(hay.contains(n.as_str())),
-            other => Err(format!(
-                "'in <string>' requires string as left operand, not {}",
-                py_type(other)
-            )),
+            other => Err(format!("'in <string>' requires string as left operand, not {}", py_type(other))),
         },
         Some(Json::Array(items)) => Ok(items.iter().any(|x| py_eq(needle, Some(x)))),
         Some(Json::Object(map)) => match needle {
@@ -494,10 +444,7 @@ fn py_in(needle: Option<&Json>, container: Option<&Json>) -> Result<bool, String
             // JSON keys are strings; numbers, bools and None never equal them.
             _ => Ok(false),
         },
-        other => Err(format!(
-            "argument of type '{}' is not iterable",
-            py_type(other)
-        )),
+        other => Err(format!("argument of type '{}' is not iterable", py_type(other))),
     }
 }
 
@@ -505,10 +452,7 @@ fn py_in(needle: Option<&Json>, container: Option<&Json>) -> Result<bool, String
 fn lower(v: Option<&Json>) -> Result<String, String> {
     match v {
         Some(Json::String(s)) => Ok(s.to_lowercase()),
-        other => Err(format!(
-            "'{}' object has no attribute 'lower'",
-            py_type(other)
-        )),
+        other => Err(format!("'{}' object has no attribute 'lower'", py_type(other))),
     }
 }
 
@@ -516,10 +460,7 @@ fn lower(v: Option<&Json>) -> Result<String, String> {
 fn str_self<'v>(v: Option<&'v Json>, method: &str) -> Result<&'v str, String> {
     match v {
         Some(Json::String(s)) => Ok(s),
-        other => Err(format!(
-            "'{}' object has no attribute '{method}'",
-            py_type(other)
-        )),
+        other => Err(format!("'{}' object has no attribute '{method}'", py_type(other))),
     }
 }
 
@@ -527,28 +468,17 @@ fn str_self<'v>(v: Option<&'v Json>, method: &str) -> Result<&'v str, String> {
 fn str_arg<'v>(p: &'v Json, method: &str) -> Result<&'v str, String> {
     match p {
         Json::String(s) => Ok(s),
-        other => Err(format!(
-            "{method} first arg must be str or a tuple of str, not {}",
-            py_type(Some(other))
-        )),
+        other => Err(format!("{method} first arg must be str or a tuple of str, not {}", py_type(Some(other)))),
     }
 }
 
-fn both_str<'v>(
-    v: Option<&'v Json>,
-    p: &'v Json,
-    what: &str,
-) -> Result<(&'v str, &'v str), String> {
+fn both_str<'v>(v: Option<&'v Json>, p: &'v Json, what: &str) -> Result<(&'v str, &'v str), String> {
     match (v, p) {
         (Some(Json::String(t)), Json::String(pat)) => Ok((t, pat)),
-        (other, Json::String(_)) => Err(format!(
-            "{what}: expected string or bytes-like object, got '{}'",
-            py_type(other)
-        )),
-        (_, other) => Err(format!(
-            "{what}: pattern must be a string, got '{}'",
-            py_type(Some(other))
-        )),
+        (other, Json::String(_)) => {
+            Err(format!("{what}: expected string or bytes-like object, got '{}'", py_type(other)))
+        }
+        (_, other) => Err(format!("{what}: pattern must be a string, got '{}'", py_type(Some(other)))),
     }
 }
 
@@ -557,10 +487,7 @@ fn timediff(v: Option<&Json>, now: Timestamp) -> Result<f64, String> {
     let text = match v {
         Some(Json::String(s)) => s,
         other => {
-            return Err(format!(
-                "Parser must be a string or character stream, not {}",
-                py_type(other)
-            ));
+            return Err(format!("Parser must be a string or character stream, not {}", py_type(other)));
         }
     };
     let then = parse_timestamp(text)?;
@@ -577,10 +504,7 @@ fn period(p: &Json) -> Result<f64, String> {
             .ok()
             .and_then(|v| v.as_f64())
             .ok_or_else(|| format!("could not convert string to float: {s:?}")),
-        other => Err(format!(
-            "float() argument must be a string or a number, not '{}'",
-            py_type(Some(other))
-        )),
+        other => Err(format!("float() argument must be a string or a number, not '{}'", py_type(Some(other)))),
     }
 }
 
@@ -592,16 +516,10 @@ pub fn parse_timestamp(s: &str) -> Result<Timestamp, String> {
         return Ok(ts);
     }
     if let Ok(dt) = t.parse::<jiff::civil::DateTime>() {
-        return dt
-            .to_zoned(TimeZone::UTC)
-            .map(|z| z.timestamp())
-            .map_err(|e| e.to_string());
+        return dt.to_zoned(TimeZone::UTC).map(|z| z.timestamp()).map_err(|e| e.to_string());
     }
     if let Ok(d) = t.parse::<jiff::civil::Date>() {
-        return d
-            .to_zoned(TimeZone::UTC)
-            .map(|z| z.timestamp())
-            .map_err(|e| e.to_string());
+        return d.to_zoned(TimeZone::UTC).map(|z| z.timestamp()).map_err(|e| e.to_string());
     }
     Err(format!("Unknown string format: {s}"))
 }
@@ -614,10 +532,7 @@ pub fn parse_timestamp(s: &str) -> Result<Timestamp, String> {
 enum Glob {
     Star,
     Any,
-    Set {
-        negated: bool,
-        ranges: Vec<(char, char)>,
-    },
+    Set { negated: bool, ranges: Vec<(char, char)> },
     Lit(char),
 }
 
@@ -765,16 +680,12 @@ fn attune_expression(expr: &str, event: &Json, env: &TemplateEnv) -> bool {
     let mut ctx = Map::new();
     ctx.insert("event".into(), event.clone());
     let p = env.prepare(&Json::Object(ctx));
-    with_source(None, || env.eval_value(inner, &p))
-        .map(|v| v.is_true())
-        .unwrap_or(false)
+    with_source(None, || env.eval_value(inner, &p)).map(|v| v.is_true()).unwrap_or(false)
 }
 
 fn attune_condition(c: &Json, payload: &Json) -> bool {
-    let (Some(field), Some(op)) = (
-        c.get("field").and_then(Json::as_str),
-        c.get("operator").and_then(Json::as_str),
-    ) else {
+    let (Some(field), Some(op)) = (c.get("field").and_then(Json::as_str), c.get("operator").and_then(Json::as_str))
+    else {
         return false;
     };
     let expected = c.get("value").unwrap_or(&Json::Null);
@@ -872,18 +783,8 @@ mod tests {
         check("trigger.one", "equals", json!("1"), expect!["false"]);
         check("trigger.one", "equals", json!(1.0), expect!["true"]);
         check("trigger.t", "equals", json!(1), expect!["true"]);
-        check(
-            "trigger.list",
-            "equals",
-            json!(["a", "b", 3]),
-            expect!["true"],
-        );
-        check(
-            "trigger.obj",
-            "equals",
-            json!({"inner": {"x": 1.0}, "k": "v"}),
-            expect!["true"],
-        );
+        check("trigger.list", "equals", json!(["a", "b", 3]), expect!["true"]);
+        check("trigger.obj", "equals", json!({"inner": {"x": 1.0}, "k": "v"}), expect!["true"]);
         check("trigger.z", "equals", Json::Null, expect!["false"]);
         check("trigger.missing", "equals", Json::Null, expect!["false"]);
         for op in ["nequals", "neq"] {
@@ -902,17 +803,13 @@ mod tests {
             "trigger.n",
             "iequals",
             json!("5"),
-            expect![[
-                r#"error: criterion "trigger.n" (iequals): 'int' object has no attribute 'lower'"#
-            ]],
+            expect![[r#"error: criterion "trigger.n" (iequals): 'int' object has no attribute 'lower'"#]],
         );
         check(
             "trigger.missing",
             "ieq",
             json!("x"),
-            expect![[
-                r#"error: criterion "trigger.missing" (ieq): 'NoneType' object has no attribute 'lower'"#
-            ]],
+            expect![[r#"error: criterion "trigger.missing" (ieq): 'NoneType' object has no attribute 'lower'"#]],
         );
     }
 
@@ -943,17 +840,13 @@ mod tests {
             "trigger.n",
             "contains",
             json!(5),
-            expect![[
-                r#"error: criterion "trigger.n" (contains): argument of type 'int' is not iterable"#
-            ]],
+            expect![[r#"error: criterion "trigger.n" (contains): argument of type 'int' is not iterable"#]],
         );
         check(
             "trigger.missing",
             "contains",
             json!("x"),
-            expect![[
-                r#"error: criterion "trigger.missing" (contains): argument of type 'NoneType' is not iterable"#
-            ]],
+            expect![[r#"error: criterion "trigger.missing" (contains): argument of type 'NoneType' is not iterable"#]],
         );
         check("trigger.s", "contains", Json::Null, expect!["false"]);
         check("trigger.s", "ncontains", json!("xyz"), expect!["true"]);
@@ -964,9 +857,7 @@ mod tests {
             "trigger.n",
             "ncontains",
             json!("x"),
-            expect![[
-                r#"error: criterion "trigger.n" (ncontains): argument of type 'int' is not iterable"#
-            ]],
+            expect![[r#"error: criterion "trigger.n" (ncontains): argument of type 'int' is not iterable"#]],
         );
         check("trigger.s", "icontains", json!("WORLD"), expect!["true"]);
         check("trigger.s", "icontains", json!("planet"), expect!["false"]);
@@ -975,9 +866,7 @@ mod tests {
             "trigger.list",
             "icontains",
             json!("a"),
-            expect![[
-                r#"error: criterion "trigger.list" (icontains): 'list' object has no attribute 'lower'"#
-            ]],
+            expect![[r#"error: criterion "trigger.list" (icontains): 'list' object has no attribute 'lower'"#]],
         );
         check("trigger.s", "incontains", json!("PLANET"), expect!["true"]);
         check("trigger.s", "incontains", json!("WORLD"), expect!["false"]);
@@ -986,32 +875,15 @@ mod tests {
             "trigger.s",
             "incontains",
             json!(1),
-            expect![[
-                r#"error: criterion "trigger.s" (incontains): 'int' object has no attribute 'lower'"#
-            ]],
+            expect![[r#"error: criterion "trigger.s" (incontains): 'int' object has no attribute 'lower'"#]],
         );
         for op in ["inside", "in"] {
-            check(
-                "trigger.s",
-                op,
-                json!(["Hello World", "x"]),
-                expect!["true"],
-            );
+            check("trigger.s", op, json!(["Hello World", "x"]), expect!["true"]);
         }
         check("trigger.one", "in", json!(["1"]), expect!["false"]);
         check("trigger.n", "inside", json!([5.0]), expect!["true"]);
-        check(
-            "trigger.s",
-            "inside",
-            json!("xx Hello World xx"),
-            expect!["true"],
-        );
-        check(
-            "trigger.s",
-            "inside",
-            json!({"Hello World": 1}),
-            expect!["true"],
-        );
+        check("trigger.s", "inside", json!("xx Hello World xx"), expect!["true"]);
+        check("trigger.s", "inside", json!({"Hello World": 1}), expect!["true"]);
         check(
             "trigger.n",
             "inside",
@@ -1026,9 +898,7 @@ mod tests {
             "trigger.s",
             "inside",
             json!(5),
-            expect![[
-                r#"error: criterion "trigger.s" (inside): argument of type 'int' is not iterable"#
-            ]],
+            expect![[r#"error: criterion "trigger.s" (inside): argument of type 'int' is not iterable"#]],
         );
         for op in ["ninside", "nin"] {
             check("trigger.s", op, json!(["x"]), expect!["true"]);
@@ -1054,9 +924,7 @@ mod tests {
             "trigger.n",
             "startswith",
             json!("5"),
-            expect![[
-                r#"error: criterion "trigger.n" (startswith): 'int' object has no attribute 'startswith'"#
-            ]],
+            expect![[r#"error: criterion "trigger.n" (startswith): 'int' object has no attribute 'startswith'"#]],
         );
         check("trigger.s", "istartswith", json!("hELLO"), expect!["true"]);
         check("trigger.s", "istartswith", json!("world"), expect!["false"]);
@@ -1068,9 +936,7 @@ mod tests {
             "trigger.list",
             "endswith",
             json!("b"),
-            expect![[
-                r#"error: criterion "trigger.list" (endswith): 'list' object has no attribute 'endswith'"#
-            ]],
+            expect![[r#"error: criterion "trigger.list" (endswith): 'list' object has no attribute 'endswith'"#]],
         );
         check("trigger.s", "iendswith", json!("WORLD"), expect!["true"]);
         check("trigger.s", "iendswith", json!("hello"), expect!["false"]);
@@ -1079,9 +945,7 @@ mod tests {
             "trigger.n",
             "iendswith",
             json!("5"),
-            expect![[
-                r#"error: criterion "trigger.n" (iendswith): 'int' object has no attribute 'lower'"#
-            ]],
+            expect![[r#"error: criterion "trigger.n" (iendswith): 'int' object has no attribute 'lower'"#]],
         );
     }
 
@@ -1099,9 +963,7 @@ mod tests {
             "trigger.n",
             "lt",
             json!("10"),
-            expect![[
-                r#"error: criterion "trigger.n" (lt): '<' not supported between instances of 'int' and 'str'"#
-            ]],
+            expect![[r#"error: criterion "trigger.n" (lt): '<' not supported between instances of 'int' and 'str'"#]],
         );
         check(
             "trigger.missing",
@@ -1129,9 +991,7 @@ mod tests {
             "trigger.s",
             "gt",
             json!(1),
-            expect![[
-                r#"error: criterion "trigger.s" (gt): '>' not supported between instances of 'str' and 'int'"#
-            ]],
+            expect![[r#"error: criterion "trigger.s" (gt): '>' not supported between instances of 'str' and 'int'"#]],
         );
         check("trigger.n", "gt", Json::Null, expect!["false"]);
         // Templated thresholds keep their native type; from the datastore they are strings.
@@ -1140,62 +1000,20 @@ mod tests {
             "trigger.n",
             "lt",
             json!("{{ st2kv.system.threshold }}"),
-            expect![[
-                r#"error: criterion "trigger.n" (lt): '<' not supported between instances of 'int' and 'str'"#
-            ]],
+            expect![[r#"error: criterion "trigger.n" (lt): '<' not supported between instances of 'int' and 'str'"#]],
         );
-        check(
-            "trigger.n",
-            "lt",
-            json!("{{ st2kv.system.threshold | int }}"),
-            expect!["true"],
-        );
+        check("trigger.n", "lt", json!("{{ st2kv.system.threshold | int }}"), expect!["true"]);
     }
 
     #[test]
     fn pattern_operators() {
-        check(
-            "trigger.path",
-            "matchwildcard",
-            json!("/var/log/*"),
-            expect!["true"],
-        );
-        check(
-            "trigger.path",
-            "matchwildcard",
-            json!("/var/*/sys?og"),
-            expect!["true"],
-        );
-        check(
-            "trigger.path",
-            "matchwildcard",
-            json!("/VAR/*"),
-            expect!["false"],
-        );
-        check(
-            "trigger.path",
-            "matchwildcard",
-            json!("*[!a-z]"),
-            expect!["false"],
-        );
-        check(
-            "trigger.path",
-            "matchwildcard",
-            json!("*[gx]"),
-            expect!["true"],
-        );
-        check(
-            "trigger.multi",
-            "matchwildcard",
-            json!("line1*"),
-            expect!["true"],
-        );
-        check(
-            "trigger.path",
-            "matchwildcard",
-            Json::Null,
-            expect!["false"],
-        );
+        check("trigger.path", "matchwildcard", json!("/var/log/*"), expect!["true"]);
+        check("trigger.path", "matchwildcard", json!("/var/*/sys?og"), expect!["true"]);
+        check("trigger.path", "matchwildcard", json!("/VAR/*"), expect!["false"]);
+        check("trigger.path", "matchwildcard", json!("*[!a-z]"), expect!["false"]);
+        check("trigger.path", "matchwildcard", json!("*[gx]"), expect!["true"]);
+        check("trigger.multi", "matchwildcard", json!("line1*"), expect!["true"]);
+        check("trigger.path", "matchwildcard", Json::Null, expect!["false"]);
         check(
             "trigger.n",
             "matchwildcard",
@@ -1206,21 +1024,11 @@ mod tests {
         );
         check("trigger.s", "matchregex", json!("Hel+o"), expect!["true"]);
         check("trigger.s", "matchregex", json!("World"), expect!["false"]);
-        check(
-            "trigger.multi",
-            "matchregex",
-            json!("line1.line2"),
-            expect!["true"],
-        );
+        check("trigger.multi", "matchregex", json!("line1.line2"), expect!["true"]);
         check("trigger.s", "matchregex", Json::Null, expect!["false"]);
         check("trigger.s", "regex", json!("W.rld$"), expect!["true"]);
         check("trigger.s", "regex", json!("world"), expect!["false"]);
-        check(
-            "trigger.multi",
-            "regex",
-            json!("line1.line2"),
-            expect!["false"],
-        );
+        check("trigger.multi", "regex", json!("line1.line2"), expect!["false"]);
         check("trigger.s", "regex", Json::Null, expect!["false"]);
         check(
             "trigger.s",
@@ -1262,30 +1070,21 @@ mod tests {
             "trigger.s",
             "td_gt",
             json!(1),
-            expect![[
-                r#"error: criterion "trigger.s" (td_gt): Unknown string format: Hello World"#
-            ]],
+            expect![[r#"error: criterion "trigger.s" (td_gt): Unknown string format: Hello World"#]],
         );
         check(
             "trigger.n",
             "td_lt",
             json!(1),
-            expect![[
-                r#"error: criterion "trigger.n" (td_lt): Parser must be a string or character stream, not int"#
-            ]],
+            expect![[r#"error: criterion "trigger.n" (td_lt): Parser must be a string or character stream, not int"#]],
         );
         check(
             "trigger.ts_old",
             "td_lt",
             json!("soon"),
-            expect![[
-                r#"error: criterion "trigger.ts_old" (td_lt): could not convert string to float: "soon""#
-            ]],
+            expect![[r#"error: criterion "trigger.ts_old" (td_lt): could not convert string to float: "soon""#]],
         );
-        assert_eq!(
-            parse_timestamp("2026-06-01").unwrap().to_string(),
-            "2026-06-01T00:00:00Z"
-        );
+        assert_eq!(parse_timestamp("2026-06-01").unwrap().to_string(), "2026-06-01T00:00:00Z");
     }
 
     #[test]
@@ -1300,82 +1099,25 @@ mod tests {
 
     #[test]
     fn keys_and_patterns() {
-        check(
-            "trigger.hdr['X-Custom-Header']",
-            "equals",
-            json!("yes"),
-            expect!["true"],
-        );
-        check(
-            "trigger.items[1].name",
-            "equals",
-            json!("b"),
-            expect!["true"],
-        );
-        check(
-            "trigger.items[*].name",
-            "equals",
-            json!("a"),
-            expect!["true"],
-        );
-        check(
-            "trigger.obj.inner.x#second",
-            "equals",
-            json!(1),
-            expect!["true"],
-        );
-        check(
-            "trigger.s",
-            "equals",
-            json!("{{ trigger.s }}"),
-            expect!["true"],
-        );
-        check(
-            "trigger.n",
-            "equals",
-            json!("{{ trigger.n }}"),
-            expect!["true"],
-        );
-        check(
-            "trigger.n",
-            "equals",
-            json!("{{ trigger.n }}!"),
-            expect!["false"],
-        );
-        check(
-            "trigger.list",
-            "equals",
-            json!("{{ trigger.list }}"),
-            expect!["true"],
-        );
-        check(
-            "trigger.s",
-            "equals",
-            json!("{{ system.env.name }}"),
-            expect!["false"],
-        );
+        check("trigger.hdr['X-Custom-Header']", "equals", json!("yes"), expect!["true"]);
+        check("trigger.items[1].name", "equals", json!("b"), expect!["true"]);
+        check("trigger.items[*].name", "equals", json!("a"), expect!["true"]);
+        check("trigger.obj.inner.x#second", "equals", json!(1), expect!["true"]);
+        check("trigger.s", "equals", json!("{{ trigger.s }}"), expect!["true"]);
+        check("trigger.n", "equals", json!("{{ trigger.n }}"), expect!["true"]);
+        check("trigger.n", "equals", json!("{{ trigger.n }}!"), expect!["false"]);
+        check("trigger.list", "equals", json!("{{ trigger.list }}"), expect!["true"]);
+        check("trigger.s", "equals", json!("{{ system.env.name }}"), expect!["false"]);
         check("system.env.name", "equals", json!("prod"), expect!["true"]);
         check("system.nope", "exists", json!("x"), expect!["false"]);
-        check(
-            "trigger.s",
-            "contains",
-            json!("{{ st2kv.system.missing }}"),
-            expect!["true"],
-        );
+        check("trigger.s", "contains", json!("{{ st2kv.system.missing }}"), expect!["true"]);
         check(
             "trigger.s",
             "equals",
             json!("{{ nope }}"),
-            expect![[
-                r#"error: criterion "trigger.s" (equals): failed to render pattern: 'nope' is undefined"#
-            ]],
+            expect![[r#"error: criterion "trigger.s" (equals): failed to render pattern: 'nope' is undefined"#]],
         );
-        check(
-            "trigger.s",
-            "bogus",
-            json!("x"),
-            expect![[r#"error: criterion "trigger.s": invalid operator "bogus""#]],
-        );
+        check("trigger.s", "bogus", json!("x"), expect![[r#"error: criterion "trigger.s": invalid operator "bogus""#]]);
         check(
             "trigger.[",
             "equals",
@@ -1428,23 +1170,11 @@ mod tests {
         check_search("any", both.clone(), expect!["true"]);
         check_search("any", mixed.clone(), expect!["false"]);
         check_search("all", both.clone(), expect!["false"]);
-        check_search(
-            "all",
-            json!({"item.n": {"type": "gt", "pattern": 0}}),
-            expect!["true"],
-        );
+        check_search("all", json!({"item.n": {"type": "gt", "pattern": 0}}), expect!["true"]);
         check_search("all2any", mixed.clone(), expect!["true"]);
-        check_search(
-            "all2any",
-            json!({"item.name": {"type": "equals", "pattern": "a"}}),
-            expect!["false"],
-        );
+        check_search("all2any", json!({"item.name": {"type": "equals", "pattern": "a"}}), expect!["false"]);
         check_search("any2any", mixed, expect!["true"]);
-        check_search(
-            "any2any",
-            json!({"item.name": {"type": "equals", "pattern": "zz"}}),
-            expect!["false"],
-        );
+        check_search("any2any", json!({"item.name": {"type": "equals", "pattern": "zz"}}), expect!["false"]);
         check_search(
             "some",
             both,
@@ -1456,16 +1186,12 @@ mod tests {
         let c = json!({"trigger.obj": {"type": "search", "condition": "any", "pattern": {"item.k": {"type": "eq", "pattern": "v"}}}});
         expect!["true"].assert_eq(&run(c, &payload()));
         let c = json!({"trigger.missing": {"type": "search", "condition": "any", "pattern": {}}});
-        expect![[
-            r#"error: criterion "trigger.missing" (search): 'NoneType' object is not iterable"#
-        ]]
-        .assert_eq(&run(c, &payload()));
+        expect![[r#"error: criterion "trigger.missing" (search): 'NoneType' object is not iterable"#]]
+            .assert_eq(&run(c, &payload()));
         // A child error does not hide a match elsewhere, but is reported when nothing matches.
         let c = json!({"trigger.items": {"type": "search", "condition": "any", "pattern": {"item.n": {"type": "contains", "pattern": 1}}}});
-        expect![[
-            r#"error: criterion "item.n" (contains): argument of type 'int' is not iterable"#
-        ]]
-        .assert_eq(&run(c, &payload()));
+        expect![[r#"error: criterion "item.n" (contains): argument of type 'int' is not iterable"#]]
+            .assert_eq(&run(c, &payload()));
         let c = json!({"trigger.list": {"type": "search", "condition": "any", "pattern": {"item": {"type": "contains", "pattern": "a"}}}});
         expect!["true"].assert_eq(&run(c, &payload()));
     }
@@ -1476,8 +1202,7 @@ mod tests {
         for _ in 0..MAX_SEARCH_DEPTH {
             pattern = json!({"item": {"type": "search", "condition": "any", "pattern": pattern}});
         }
-        let c =
-            json!({"trigger.items": {"type": "search", "condition": "any", "pattern": pattern}});
+        let c = json!({"trigger.items": {"type": "search", "condition": "any", "pattern": pattern}});
         let out = run(c, &payload());
         assert!(out.contains("nested deeper"), "{out}");
     }
@@ -1524,33 +1249,17 @@ mod tests {
     #[test]
     fn attune_conditions() {
         let env = TemplateEnv::new();
-        let ev =
-            event(json!({"status": "critical", "n": 5, "msg": "disk full", "nested": {"a": 1}}));
+        let ev = event(json!({"status": "critical", "n": 5, "msg": "disk full", "nested": {"a": 1}}));
         let check = |c: Json, e: &Json| evaluate_attune(&c, e, &env);
         assert!(check(Json::Null, &ev));
         assert!(check(json!({}), &ev));
         assert!(check(json!([]), &ev));
-        assert!(check(
-            json!([{"field": "x", "operator": "equals", "value": 1}]),
-            &event(Json::Null)
-        ));
-        assert!(check(
-            json!({"expression": "{{ event.payload.status == \"critical\" }}"}),
-            &ev
-        ));
-        assert!(!check(
-            json!({"expression": "{{ event.payload.status == 'ok' }}"}),
-            &ev
-        ));
-        assert!(check(
-            json!({"expression": "event.payload.n > 3 and 'disk' in event.payload.msg"}),
-            &ev
-        ));
+        assert!(check(json!([{"field": "x", "operator": "equals", "value": 1}]), &event(Json::Null)));
+        assert!(check(json!({"expression": "{{ event.payload.status == \"critical\" }}"}), &ev));
+        assert!(!check(json!({"expression": "{{ event.payload.status == 'ok' }}"}), &ev));
+        assert!(check(json!({"expression": "event.payload.n > 3 and 'disk' in event.payload.msg"}), &ev));
         assert!(check(json!({"expression": "{{ event.payload.msg }}"}), &ev));
-        assert!(!check(
-            json!({"expression": "{{ event.payload.nope.deeper }}"}),
-            &ev
-        ));
+        assert!(!check(json!({"expression": "{{ event.payload.nope.deeper }}"}), &ev));
         assert!(!check(json!({"expression": "{{ 1 / 0 }}"}), &ev));
         assert!(!check(json!({"expression": "{{ [] }}"}), &ev));
         assert!(!check(json!({"other": 1}), &ev));
@@ -1563,22 +1272,10 @@ mod tests {
             ]),
             &ev
         ));
-        assert!(!check(
-            json!([{"field": "n", "operator": "equals", "value": "5"}]),
-            &ev
-        ));
-        assert!(!check(
-            json!([{"field": "n", "operator": "contains", "value": 5}]),
-            &ev
-        ));
-        assert!(!check(
-            json!([{"field": "missing", "operator": "not_equals", "value": 1}]),
-            &ev
-        ));
-        assert!(!check(
-            json!([{"field": "n", "operator": "greater", "value": 1}]),
-            &ev
-        ));
+        assert!(!check(json!([{"field": "n", "operator": "equals", "value": "5"}]), &ev));
+        assert!(!check(json!([{"field": "n", "operator": "contains", "value": 5}]), &ev));
+        assert!(!check(json!([{"field": "missing", "operator": "not_equals", "value": 1}]), &ev));
+        assert!(!check(json!([{"field": "n", "operator": "greater", "value": 1}]), &ev));
         assert!(!check(json!("string conditions"), &ev));
     }
 }

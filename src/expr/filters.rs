@@ -44,11 +44,7 @@ impl Params {
     fn new(filter: &'static str, args: Rest<ValueOrKwargs>) -> Result<Params, Error> {
         let values = args.into_values();
         let (pos, kw): (&[Value], Kwargs) = from_args(&values)?;
-        Ok(Params {
-            filter,
-            pos: pos.to_vec(),
-            kw,
-        })
+        Ok(Params { filter, pos: pos.to_vec(), kw })
     }
 
     /// Argument `i` (0 = first after the piped value) or keyword `name`; `None` if absent or
@@ -57,10 +53,7 @@ impl Params {
         let v = match self.pos.get(i) {
             Some(v) => {
                 if self.kw.has(name) {
-                    return Err(err(
-                        self.filter,
-                        format!("got multiple values for {name:?}"),
-                    ));
+                    return Err(err(self.filter, format!("got multiple values for {name:?}")));
                 }
                 Some(v.clone())
             }
@@ -76,10 +69,7 @@ impl Params {
 
     fn finish(&self, max: usize) -> Result<(), Error> {
         if self.pos.len() > max {
-            return Err(err(
-                self.filter,
-                format!("takes at most {max} arguments ({} given)", self.pos.len()),
-            ));
+            return Err(err(self.filter, format!("takes at most {max} arguments ({} given)", self.pos.len())));
         }
         self.kw.assert_all_used()
     }
@@ -92,10 +82,7 @@ fn json_of(filter: &str, v: &Value) -> Result<Json, Error> {
 
 fn capped(filter: &str, s: String) -> Result<Value, Error> {
     if s.len() > MAX_RENDER_BYTES {
-        return Err(err(
-            filter,
-            format!("result larger than {MAX_RENDER_BYTES} bytes"),
-        ));
+        return Err(err(filter, format!("result larger than {MAX_RENDER_BYTES} bytes")));
     }
     Ok(Value::from(s))
 }
@@ -122,77 +109,42 @@ pub(super) fn register(env: &mut Environment<'static>) {
         let j = parse_yaml(&py_str(&v)).map_err(|e| err("from_yaml_string", e))?;
         Ok(from_json(&j))
     });
-    env.add_filter(
-        "jsonpath_query",
-        |v: Value, query: Value| -> Result<Value, Error> {
-            let path = JsonPath::parse(&py_str(&query)).map_err(|e| err("jsonpath_query", e))?;
-            let doc = json_of("jsonpath_query", &v)?;
-            let found: Vec<Json> = path.find(&doc).into_iter().cloned().collect();
-            if found.is_empty() {
-                Ok(Value::from(()))
-            } else {
-                Ok(from_json(&Json::Array(found)))
-            }
-        },
-    );
-    env.add_filter("regex_match", |v: Value, args: Rest<ValueOrKwargs>| {
-        regex_bool("regex_match", v, args, true)
+    env.add_filter("jsonpath_query", |v: Value, query: Value| -> Result<Value, Error> {
+        let path = JsonPath::parse(&py_str(&query)).map_err(|e| err("jsonpath_query", e))?;
+        let doc = json_of("jsonpath_query", &v)?;
+        let found: Vec<Json> = path.find(&doc).into_iter().cloned().collect();
+        if found.is_empty() { Ok(Value::from(())) } else { Ok(from_json(&Json::Array(found))) }
     });
-    env.add_filter("regex_search", |v: Value, args: Rest<ValueOrKwargs>| {
-        regex_bool("regex_search", v, args, false)
-    });
+    env.add_filter("regex_match", |v: Value, args: Rest<ValueOrKwargs>| regex_bool("regex_match", v, args, true));
+    env.add_filter("regex_search", |v: Value, args: Rest<ValueOrKwargs>| regex_bool("regex_search", v, args, false));
     env.add_filter("regex_replace", regex_replace);
     env.add_filter("regex_substring", regex_substring);
     env.add_filter("use_none", |v: Value| -> Value {
-        if v.is_none() || v.is_undefined() {
-            Value::from(NONE_MAGIC_VALUE)
-        } else {
-            v
-        }
+        if v.is_none() || v.is_undefined() { Value::from(NONE_MAGIC_VALUE) } else { v }
     });
     env.add_filter("basename", |v: Value| -> Value {
         let p = py_str(&v);
         Value::from(p.rsplit('/').next().unwrap_or("").to_string())
     });
-    env.add_filter("dirname", |v: Value| -> Value {
-        Value::from(dirname(&py_str(&v)))
+    env.add_filter("dirname", |v: Value| -> Value { Value::from(dirname(&py_str(&v))) });
+    env.add_filter("to_human_time_from_seconds", |v: Value| -> Result<Value, Error> {
+        human_time(&v).map(Value::from).map_err(|e| err("to_human_time_from_seconds", e))
     });
-    env.add_filter(
-        "to_human_time_from_seconds",
-        |v: Value| -> Result<Value, Error> {
-            human_time(&v)
-                .map(Value::from)
-                .map_err(|e| err("to_human_time_from_seconds", e))
-        },
-    );
-    env.add_filter(
-        "version_compare",
-        |v: Value, p: Value| -> Result<Value, Error> {
-            Ok(Value::from(ver_cmp("version_compare", &v, &p)?))
-        },
-    );
-    env.add_filter(
-        "version_more_than",
-        |v: Value, p: Value| -> Result<bool, Error> {
-            Ok(ver_cmp("version_more_than", &v, &p)? == 1)
-        },
-    );
-    env.add_filter(
-        "version_less_than",
-        |v: Value, p: Value| -> Result<bool, Error> {
-            Ok(ver_cmp("version_less_than", &v, &p)? == -1)
-        },
-    );
-    env.add_filter(
-        "version_equal",
-        |v: Value, p: Value| -> Result<bool, Error> { Ok(ver_cmp("version_equal", &v, &p)? == 0) },
-    );
-    env.add_filter(
-        "version_match",
-        |v: Value, p: Value| -> Result<bool, Error> {
-            semver_match(&py_str(&v), &py_str(&p)).map_err(|e| err("version_match", e))
-        },
-    );
+    env.add_filter("version_compare", |v: Value, p: Value| -> Result<Value, Error> {
+        Ok(Value::from(ver_cmp("version_compare", &v, &p)?))
+    });
+    env.add_filter("version_more_than", |v: Value, p: Value| -> Result<bool, Error> {
+        Ok(ver_cmp("version_more_than", &v, &p)? == 1)
+    });
+    env.add_filter("version_less_than", |v: Value, p: Value| -> Result<bool, Error> {
+        Ok(ver_cmp("version_less_than", &v, &p)? == -1)
+    });
+    env.add_filter("version_equal", |v: Value, p: Value| -> Result<bool, Error> {
+        Ok(ver_cmp("version_equal", &v, &p)? == 0)
+    });
+    env.add_filter("version_match", |v: Value, p: Value| -> Result<bool, Error> {
+        semver_match(&py_str(&v), &py_str(&p)).map_err(|e| err("version_match", e))
+    });
     env.add_filter("version_bump_major", |v: Value| -> Result<String, Error> {
         let s = Semver::parse(&py_str(&v)).map_err(|e| err("version_bump_major", e))?;
         Ok(format!("{}.0.0", s.major.saturating_add(1)))
@@ -203,12 +155,7 @@ pub(super) fn register(env: &mut Environment<'static>) {
     });
     env.add_filter("version_bump_patch", |v: Value| -> Result<String, Error> {
         let s = Semver::parse(&py_str(&v)).map_err(|e| err("version_bump_patch", e))?;
-        Ok(format!(
-            "{}.{}.{}",
-            s.major,
-            s.minor,
-            s.patch.saturating_add(1)
-        ))
+        Ok(format!("{}.{}.{}", s.major, s.minor, s.patch.saturating_add(1)))
     });
     env.add_filter("version_strip_patch", |v: Value| -> Result<String, Error> {
         let s = Semver::parse(&py_str(&v)).map_err(|e| err("version_strip_patch", e))?;
@@ -232,12 +179,7 @@ pub(super) struct JsonStyle {
 impl JsonStyle {
     /// `json.dumps(v)` defaults: `, ` and `: `.
     pub(super) fn python_default() -> JsonStyle {
-        JsonStyle {
-            indent: None,
-            item_sep: ", ".into(),
-            key_sep: ": ".into(),
-            sort_keys: false,
-        }
+        JsonStyle { indent: None, item_sep: ", ".into(), key_sep: ": ".into(), sort_keys: false }
     }
 }
 
@@ -249,29 +191,19 @@ fn to_json_string(v: Value, args: Rest<ValueOrKwargs>) -> Result<Value, Error> {
     let (item_sep, key_sep) = match p.get(2, "separators")? {
         None => (",".to_string(), ": ".to_string()),
         Some(seps) => {
-            let parts: Vec<Value> = seps
-                .try_iter()
-                .map_err(|_| err("to_json_string", "separators must be a pair of strings"))?
-                .collect();
+            let parts: Vec<Value> =
+                seps.try_iter().map_err(|_| err("to_json_string", "separators must be a pair of strings"))?.collect();
             match parts.as_slice() {
                 [a, b] => (py_str(a), py_str(b)),
                 _ => {
-                    return Err(err(
-                        "to_json_string",
-                        "separators must be a pair of strings",
-                    ));
+                    return Err(err("to_json_string", "separators must be a pair of strings"));
                 }
             }
         }
     };
     p.finish(3)?;
     let j = json_of("to_json_string", &v)?;
-    let style = JsonStyle {
-        indent,
-        item_sep,
-        key_sep,
-        sort_keys,
-    };
+    let style = JsonStyle { indent, item_sep, key_sep, sort_keys };
     capped("to_json_string", dumps(&j, &style)?)
 }
 
@@ -301,10 +233,7 @@ pub(super) fn dumps(v: &Json, style: &JsonStyle) -> Result<String, Error> {
 
 fn dump_at(out: &mut String, v: &Json, style: &JsonStyle, level: usize) -> Result<(), Error> {
     if out.len() > MAX_RENDER_BYTES {
-        return Err(err(
-            "json",
-            format!("result larger than {MAX_RENDER_BYTES} bytes"),
-        ));
+        return Err(err("json", format!("result larger than {MAX_RENDER_BYTES} bytes")));
     }
     let newline = |out: &mut String, level: usize| {
         if let Some(ind) = &style.indent {
@@ -519,11 +448,7 @@ fn yaml_float(f: f64) -> String {
         return ".nan".into();
     }
     if f.is_infinite() {
-        return if f > 0.0 {
-            ".inf".into()
-        } else {
-            "-.inf".into()
-        };
+        return if f > 0.0 { ".inf".into() } else { "-.inf".into() };
     }
     let r = python_float_repr(f).to_lowercase();
     // PyYAML keeps a '.' in the mantissa so the text resolves back to a float: 1e+16 → 1.0e+16.
@@ -536,9 +461,9 @@ fn yaml_float(f: f64) -> String {
 /// Whether PyYAML's YAML 1.1 resolver would read `s` as something other than a string.
 fn resolves_to_non_string(s: &str) -> bool {
     const WORDS: &[&str] = &[
-        "", "~", "null", "Null", "NULL", "yes", "Yes", "YES", "no", "No", "NO", "true", "True",
-        "TRUE", "false", "False", "FALSE", "on", "On", "ON", "off", "Off", "OFF", "<<", "=",
-        ".inf", ".Inf", ".INF", "+.inf", "-.inf", ".nan", ".NaN", ".NAN",
+        "", "~", "null", "Null", "NULL", "yes", "Yes", "YES", "no", "No", "NO", "true", "True", "TRUE", "false",
+        "False", "FALSE", "on", "On", "ON", "off", "Off", "OFF", "<<", "=", ".inf", ".Inf", ".INF", "+.inf", "-.inf",
+        ".nan", ".NaN", ".NAN",
     ];
     if WORDS.contains(&s) {
         return true;
@@ -557,29 +482,13 @@ fn resolves_to_non_string(s: &str) -> bool {
         c.is_ascii_hexdigit()
             || matches!(
                 c,
-                '.' | '_'
-                    | ':'
-                    | 'x'
-                    | 'o'
-                    | 'X'
-                    | 'O'
-                    | '+'
-                    | '-'
-                    | 'e'
-                    | 'E'
-                    | 'T'
-                    | 't'
-                    | 'Z'
-                    | 'z'
-                    | ' '
+                '.' | '_' | ':' | 'x' | 'o' | 'X' | 'O' | '+' | '-' | 'e' | 'E' | 'T' | 't' | 'Z' | 'z' | ' '
             )
     })
 }
 
 fn yaml_string(s: &str) -> (String, bool) {
-    let printable = s
-        .chars()
-        .all(|c| !c.is_control() && c != '\u{feff}' && c != '\u{2028}' && c != '\u{2029}');
+    let printable = s.chars().all(|c| !c.is_control() && c != '\u{feff}' && c != '\u{2028}' && c != '\u{2029}');
     if !printable || s.contains('\n') {
         // Double-quoted with escapes (PyYAML would fold multi-line text; this reads the same).
         let mut out = String::from("\"");
@@ -614,35 +523,19 @@ fn yaml_string(s: &str) -> (String, bool) {
         && !s.contains(": ")
         && !s.contains(" #")
         && !s.contains('\t');
-    if plain_ok {
-        (s.to_string(), true)
-    } else {
-        (format!("'{}'", s.replace('\'', "''")), false)
-    }
+    if plain_ok { (s.to_string(), true) } else { (format!("'{}'", s.replace('\'', "''")), false) }
 }
 
 // ------------------------------------------------------------------------------------------------
 // Regex filters
 // ------------------------------------------------------------------------------------------------
 
-fn regex_bool(
-    name: &'static str,
-    v: Value,
-    args: Rest<ValueOrKwargs>,
-    anchored: bool,
-) -> Result<bool, Error> {
+fn regex_bool(name: &'static str, v: Value, args: Rest<ValueOrKwargs>, anchored: bool) -> Result<bool, Error> {
     let p = Params::new(name, args)?;
-    let pattern = p
-        .get(0, "pattern")?
-        .ok_or_else(|| err(name, "missing argument 'pattern'"))?;
+    let pattern = p.get(0, "pattern")?.ok_or_else(|| err(name, "missing argument 'pattern'"))?;
     let ignore_case = p.flag(1, "ignorecase")?;
     p.finish(2)?;
-    let flags = Flags {
-        ignore_case,
-        anchored,
-        bool_only: true,
-        ..Flags::default()
-    };
+    let flags = Flags { ignore_case, anchored, bool_only: true, ..Flags::default() };
     let re = pyre::compile(&py_str(&pattern), flags).map_err(|e| err(name, e))?;
     Ok(re.is_match(&py_str(&v)))
 }
@@ -650,18 +543,11 @@ fn regex_bool(
 fn regex_replace(v: Value, args: Rest<ValueOrKwargs>) -> Result<Value, Error> {
     const NAME: &str = "regex_replace";
     let p = Params::new(NAME, args)?;
-    let pattern = p
-        .get(0, "pattern")?
-        .ok_or_else(|| err(NAME, "missing argument 'pattern'"))?;
-    let replacement = p
-        .get(1, "replacement")?
-        .ok_or_else(|| err(NAME, "missing argument 'replacement'"))?;
+    let pattern = p.get(0, "pattern")?.ok_or_else(|| err(NAME, "missing argument 'pattern'"))?;
+    let replacement = p.get(1, "replacement")?.ok_or_else(|| err(NAME, "missing argument 'replacement'"))?;
     let ignore_case = p.flag(2, "ignorecase")?;
     p.finish(3)?;
-    let flags = Flags {
-        ignore_case,
-        ..Flags::default()
-    };
+    let flags = Flags { ignore_case, ..Flags::default() };
     let re = pyre::compile(&py_str(&pattern), flags).map_err(|e| err(NAME, e))?;
     let repl = pyre::translate_replacement(&py_str(&replacement)).map_err(|e| err(NAME, e))?;
     let out = re.replace_all(&py_str(&v), repl.as_str()).into_owned();
@@ -671,19 +557,14 @@ fn regex_replace(v: Value, args: Rest<ValueOrKwargs>) -> Result<Value, Error> {
 fn regex_substring(v: Value, args: Rest<ValueOrKwargs>) -> Result<Value, Error> {
     const NAME: &str = "regex_substring";
     let p = Params::new(NAME, args)?;
-    let pattern = p
-        .get(0, "pattern")?
-        .ok_or_else(|| err(NAME, "missing argument 'pattern'"))?;
+    let pattern = p.get(0, "pattern")?.ok_or_else(|| err(NAME, "missing argument 'pattern'"))?;
     let index = match p.get(1, "result_index")? {
         None => 0,
         Some(i) => i64::try_from(i).map_err(|_| err(NAME, "result_index must be an int"))?,
     };
     let ignore_case = p.flag(2, "ignorecase")?;
     p.finish(3)?;
-    let flags = Flags {
-        ignore_case,
-        ..Flags::default()
-    };
+    let flags = Flags { ignore_case, ..Flags::default() };
     let re = pyre::compile(&py_str(&pattern), flags).map_err(|e| err(NAME, e))?;
     let text = py_str(&v);
     // re.findall: whole matches without groups, group 1 with one group, tuples with more.
@@ -764,11 +645,7 @@ fn human_time(v: &Value) -> Result<String, String> {
     let shown = parts.get(first..).unwrap_or(&[]);
     // st2 labels by count from the right: with two parts they are minutes and seconds, etc.
     let labels = units.get(units.len() - shown.len()..).unwrap_or(&[]);
-    Ok(shown
-        .iter()
-        .zip(labels)
-        .map(|(n, u)| format!("{n}{u}"))
-        .collect())
+    Ok(shown.iter().zip(labels).map(|(n, u)| format!("{n}{u}")).collect())
 }
 
 /// Days since 1970-01-01 → (year, month, day) in the proleptic Gregorian calendar
@@ -815,10 +692,7 @@ impl Semver {
             None => (core, None),
         };
         let num = |t: &str| -> Result<u64, String> {
-            if t.is_empty()
-                || (t.len() > 1 && t.starts_with('0'))
-                || !t.bytes().all(|b| b.is_ascii_digit())
-            {
+            if t.is_empty() || (t.len() > 1 && t.starts_with('0')) || !t.bytes().all(|b| b.is_ascii_digit()) {
                 return Err(bad());
             }
             t.parse().map_err(|_| bad())
@@ -840,18 +714,12 @@ impl Semver {
                 ids
             }
         };
-        Ok(Semver {
-            major: num(ma)?,
-            minor: num(mi)?,
-            patch: num(pa)?,
-            pre,
-        })
+        Ok(Semver { major: num(ma)?, minor: num(mi)?, patch: num(pa)?, pre })
     }
 
     fn cmp(&self, other: &Semver) -> std::cmp::Ordering {
         use std::cmp::Ordering;
-        let core =
-            (self.major, self.minor, self.patch).cmp(&(other.major, other.minor, other.patch));
+        let core = (self.major, self.minor, self.patch).cmp(&(other.major, other.minor, other.patch));
         if core != Ordering::Equal {
             return core;
         }
@@ -893,23 +761,21 @@ fn ver_cmp(name: &str, v: &Value, p: &Value) -> Result<i64, Error> {
 /// `semver.match(version, expr)`: `expr` is `<op><version>` with op one of `< > == <= >= !=`;
 /// a bare version means `==`.
 fn semver_match(version: &str, expr: &str) -> Result<bool, String> {
-    let (op, rest) = if let Some(r) = [">=", "<=", "==", "!="]
-        .iter()
-        .find_map(|op| expr.strip_prefix(op).map(|r| (*op, r)))
-    {
-        r
-    } else if let Some(r) = expr.strip_prefix('<') {
-        ("<", r)
-    } else if let Some(r) = expr.strip_prefix('>') {
-        (">", r)
-    } else if expr.starts_with(|c: char| c.is_ascii_digit()) {
-        ("==", expr)
-    } else {
-        return Err(format!(
-            "match_expr parameter should be in format <op><ver>, where <op> is one of \
+    let (op, rest) =
+        if let Some(r) = [">=", "<=", "==", "!="].iter().find_map(|op| expr.strip_prefix(op).map(|r| (*op, r))) {
+            r
+        } else if let Some(r) = expr.strip_prefix('<') {
+            ("<", r)
+        } else if let Some(r) = expr.strip_prefix('>') {
+            (">", r)
+        } else if expr.starts_with(|c: char| c.is_ascii_digit()) {
+            ("==", expr)
+        } else {
+            return Err(format!(
+                "match_expr parameter should be in format <op><ver>, where <op> is one of \
              ['<', '>', '==', '<=', '>=', '!=']. You provided: {expr:?}"
-        ));
-    };
+            ));
+        };
     let a = Semver::parse(version)?;
     let b = Semver::parse(rest)?;
     let ord = a.cmp(&b);

@@ -44,17 +44,11 @@ pub struct JsonPath {
 
 impl JsonPath {
     pub fn parse(path: &str) -> Result<JsonPath, JsonPathError> {
-        let err = |reason: &str| JsonPathError {
-            path: path.chars().take(200).collect(),
-            reason: reason.to_string(),
-        };
+        let err = |reason: &str| JsonPathError { path: path.chars().take(200).collect(), reason: reason.to_string() };
         if path.len() > MAX_PATH_LEN {
             return Err(err("path too long"));
         }
-        let mut p = Parser {
-            chars: path.chars().collect(),
-            pos: 0,
-        };
+        let mut p = Parser { chars: path.chars().collect(), pos: 0 };
         let steps = p.path().map_err(|r| err(&r))?;
         Ok(JsonPath { steps })
     }
@@ -76,10 +70,9 @@ impl JsonPath {
             return Vec::new();
         };
         let start: Vec<&'v Value> = match first {
-            Step::Fields(names) => names
-                .iter()
-                .flat_map(|n| roots.iter().filter(move |(k, _)| k == n).map(|(_, v)| *v))
-                .collect(),
+            Step::Fields(names) => {
+                names.iter().flat_map(|n| roots.iter().filter(move |(k, _)| k == n).map(|(_, v)| *v)).collect()
+            }
             Step::AnyField => roots.iter().map(|(_, v)| *v).collect(),
             Step::Descendants => {
                 let all: Vec<&'v Value> = roots.iter().map(|(_, v)| *v).collect();
@@ -139,25 +132,16 @@ fn apply_steps<'v>(steps: &[Step], mut current: Vec<&'v Value>) -> Vec<&'v Value
 
 fn apply<'v>(step: &Step, v: &'v Value) -> Vec<&'v Value> {
     match (step, v) {
-        (Step::Fields(names), Value::Object(map)) => {
-            names.iter().filter_map(|n| map.get(n.as_str())).collect()
-        }
+        (Step::Fields(names), Value::Object(map)) => names.iter().filter_map(|n| map.get(n.as_str())).collect(),
         (Step::AnyField, Value::Object(map)) => map.values().collect(),
-        (Step::Index(i), Value::Array(items)) => index(items.len(), *i)
-            .and_then(|i| items.get(i))
-            .into_iter()
-            .collect(),
+        (Step::Index(i), Value::Array(items)) => {
+            index(items.len(), *i).and_then(|i| items.get(i)).into_iter().collect()
+        }
         (Step::Slice(a, b), Value::Array(items)) => {
             let (start, end) = slice_bounds(items.len(), *a, *b);
-            items
-                .get(start..end)
-                .map(|s| s.iter().collect())
-                .unwrap_or_default()
+            items.get(start..end).map(|s| s.iter().collect()).unwrap_or_default()
         }
-        (
-            Step::Slice(..),
-            Value::Object(_) | Value::String(_) | Value::Number(_) | Value::Bool(_),
-        ) => {
+        (Step::Slice(..), Value::Object(_) | Value::String(_) | Value::Number(_) | Value::Bool(_)) => {
             vec![v]
         }
         _ => Vec::new(),
@@ -325,10 +309,7 @@ impl Parser {
                 }
                 Ok(s)
             }
-            Some(c) => Err(format!(
-                "expected a field name, found {c:?} at offset {}",
-                self.pos
-            )),
+            Some(c) => Err(format!("expected a field name, found {c:?} at offset {}", self.pos)),
             None => Err("expected a field name, found the end".into()),
         }
     }
@@ -345,15 +326,8 @@ impl Parser {
         if self.pos == start {
             return Ok(None);
         }
-        let text: String = self
-            .chars
-            .get(start..self.pos)
-            .unwrap_or(&[])
-            .iter()
-            .collect();
-        text.parse::<i64>()
-            .map(Some)
-            .map_err(|_| format!("invalid index {text:?}"))
+        let text: String = self.chars.get(start..self.pos).unwrap_or(&[]).iter().collect();
+        text.parse::<i64>().map(Some).map_err(|_| format!("invalid index {text:?}"))
     }
 
     fn bracket(&mut self) -> Result<Step, String> {
@@ -445,31 +419,16 @@ mod tests {
         check("trigger.missing.x", expect![""]);
         check("trigger.items.id", expect![""]);
         check("trigger.body.x.y", expect![""]);
-        check(
-            "trigger.",
-            expect![[
-                r#"error: invalid JSONPath "trigger.": expected a field name, found the end"#
-            ]],
-        );
+        check("trigger.", expect![[r#"error: invalid JSONPath "trigger.": expected a field name, found the end"#]]);
         check(
             "trigger.0",
-            expect![[
-                r#"error: invalid JSONPath "trigger.0": expected a field name, found '0' at offset 8"#
-            ]],
+            expect![[r#"error: invalid JSONPath "trigger.0": expected a field name, found '0' at offset 8"#]],
         );
-        check(
-            "trigger[0",
-            expect![[r#"error: invalid JSONPath "trigger[0": expected ']' at offset 9"#]],
-        );
-        check(
-            "a where b",
-            expect![[r#"error: invalid JSONPath "a where b": unexpected 'w' at offset 2"#]],
-        );
+        check("trigger[0", expect![[r#"error: invalid JSONPath "trigger[0": expected ']' at offset 9"#]]);
+        check("a where b", expect![[r#"error: invalid JSONPath "a where b": unexpected 'w' at offset 2"#]]);
         check(
             "trigger.items[0:2:1]",
-            expect![[
-                r#"error: invalid JSONPath "trigger.items[0:2:1]": slice steps are not supported"#
-            ]],
+            expect![[r#"error: invalid JSONPath "trigger.items[0:2:1]": slice steps are not supported"#]],
         );
         check("", expect![[r#"error: invalid JSONPath "": empty path"#]]);
     }
@@ -481,12 +440,7 @@ mod tests {
         assert_eq!(p.find_in(&[("trigger", &payload)]), vec![&json!(2)]);
         assert_eq!(p.root_field(), Some("trigger"));
         assert_eq!(p.plain_fields(), Some(vec!["trigger", "a", "b"]));
-        assert!(
-            JsonPath::parse("other.a")
-                .unwrap()
-                .find_in(&[("trigger", &payload)])
-                .is_empty()
-        );
+        assert!(JsonPath::parse("other.a").unwrap().find_in(&[("trigger", &payload)]).is_empty());
         assert_eq!(first_match("a.b", &payload), Some(&json!(2)));
         assert_eq!(all_matches("a.*", &payload), vec![&json!(2)]);
         assert_eq!(first_match("a[", &payload), None);
@@ -495,11 +449,6 @@ mod tests {
     #[test]
     fn path_length_limit() {
         let long = "a.".repeat(MAX_PATH_LEN) + "a";
-        assert!(
-            JsonPath::parse(&long)
-                .unwrap_err()
-                .reason
-                .contains("too long")
-        );
+        assert!(JsonPath::parse(&long).unwrap_err().reason.contains("too long"));
     }
 }

@@ -143,10 +143,7 @@ impl Object for KvNode {
             Some(prefix) => format!("{prefix}.{part}"),
             None => part,
         };
-        let node = KvNode {
-            scope: self.scope.clone(),
-            key: Some(full),
-        };
+        let node = KvNode { scope: self.scope.clone(), key: Some(full) };
         // A key holding a non-empty value is returned as a plain string, so that every Jinja
         // filter, test and comparison treats it as one (`| int`, `== 'true'`, `| length`).
         // Missing or empty keys stay lookup nodes: they print "", extend into dotted names
@@ -169,12 +166,7 @@ impl Object for KvNode {
         !self.text().is_empty()
     }
 
-    fn call_method(
-        self: &Arc<Self>,
-        state: &mut State<'_, '_>,
-        method: &str,
-        args: &[Value],
-    ) -> Result<Value, Error> {
+    fn call_method(self: &Arc<Self>, state: &mut State<'_, '_>, method: &str, args: &[Value]) -> Result<Value, Error> {
         // String methods (`.upper()`, `.split(',')`) act on the stored text.
         if self.key.is_none() {
             return Err(Error::from(ErrorKind::UnknownMethod));
@@ -203,10 +195,7 @@ mod tests {
 
     #[test]
     fn source_is_scoped_to_the_call() {
-        let node = KvNode {
-            scope: KvScope::System,
-            key: Some("k".into()),
-        };
+        let node = KvNode { scope: KvScope::System, key: Some("k".into()) };
         assert_eq!(node.stored(), None);
         let src = One;
         let inside = with_source(Some(&src), || {

@@ -18,19 +18,19 @@ pub mod template;
 mod value;
 
 pub use cast::{
-    CastError, MAX_LITERAL_DEPTH, MAX_REPR_DEPTH, NONE_MAGIC_VALUE, cast_param, cli_cast,
-    literal_eval, python_repr, python_str,
+    CastError, MAX_LITERAL_DEPTH, MAX_REPR_DEPTH, NONE_MAGIC_VALUE, cast_param, cli_cast, literal_eval, python_repr,
+    python_str,
 };
 pub use criteria::{
-    CriteriaError, MAX_SEARCH_DEPTH, OPERATORS, evaluate, evaluate_at, evaluate_attune, fnmatch,
-    is_operator, parse_timestamp,
+    CriteriaError, MAX_SEARCH_DEPTH, OPERATORS, evaluate, evaluate_at, evaluate_attune, fnmatch, is_operator,
+    parse_timestamp,
 };
 pub use filters::{MAX_INDENT, YAML_MAX_DEPTH, YAML_MAX_NODES};
 pub use jsonpath::{JsonPath, JsonPathError, MAX_PATH_LEN, all_matches, first_match};
 pub use kv::{DEFAULT_KV_USER, KvScope, KvSource};
 pub use pyre::MAX_REGEX_SIZE;
 pub use template::{
-    MAX_RENDER_BYTES, MAX_TEMPLATE_BYTES, TEMPLATE_FUEL, TEMPLATE_RECURSION_LIMIT, TemplateEnv,
-    TemplateError, TemplateErrorKind, is_template, referenced_names,
+    MAX_RENDER_BYTES, MAX_TEMPLATE_BYTES, TEMPLATE_FUEL, TEMPLATE_RECURSION_LIMIT, TemplateEnv, TemplateError,
+    TemplateErrorKind, is_template, referenced_names,
 };
 pub use value::MAX_VALUE_DEPTH;

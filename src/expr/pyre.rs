@@ -27,11 +27,7 @@ pub(super) struct Flags {
 /// Compiles a Python pattern. The error names the pattern and the engine's reason.
 pub(super) fn compile(pattern: &str, flags: Flags) -> Result<Regex, String> {
     let translated = translate(pattern, flags.bool_only);
-    let source = if flags.anchored {
-        format!(r"\A(?:{translated})")
-    } else {
-        translated
-    };
+    let source = if flags.anchored { format!(r"\A(?:{translated})") } else { translated };
     RegexBuilder::new(&source)
         .case_insensitive(flags.ignore_case)
         .dot_matches_new_line(flags.dot_all)
@@ -190,27 +186,17 @@ mod tests {
 
     #[test]
     fn python_spellings() {
-        let f = Flags {
-            bool_only: true,
-            ..Flags::default()
-        };
+        let f = Flags { bool_only: true, ..Flags::default() };
         assert!(compile("abc$", f).unwrap().is_match("abc\n"));
         assert!(!compile("abc$", Flags::default()).unwrap().is_match("abc\n"));
         assert!(compile(r"abc\Z", f).unwrap().is_match("xabc"));
         assert!(compile("(?m)^b$", f).unwrap().is_match("a\nb\nc"));
         assert!(compile("[$]", f).unwrap().is_match("$"));
         assert!(compile("[]a]", f).unwrap().is_match("]"));
-        let anchored = Flags {
-            anchored: true,
-            ..f
-        };
+        let anchored = Flags { anchored: true, ..f };
         assert!(!compile("b", anchored).unwrap().is_match("ab"));
         assert!(compile("a|b", anchored).unwrap().is_match("bc"));
-        assert!(
-            compile("(?<=a)b", f)
-                .unwrap_err()
-                .contains("invalid regular expression")
-        );
+        assert!(compile("(?<=a)b", f).unwrap_err().contains("invalid regular expression"));
     }
 
     #[test]
@@ -222,10 +208,7 @@ mod tests {
     #[test]
     fn replacements() {
         assert_eq!(translate_replacement(r"\2-\1").unwrap(), "${2}-${1}");
-        assert_eq!(
-            translate_replacement(r"\g<name>\g<10>").unwrap(),
-            "${name}${10}"
-        );
+        assert_eq!(translate_replacement(r"\g<name>\g<10>").unwrap(), "${name}${10}");
         assert_eq!(translate_replacement(r"cost $5\n").unwrap(), "cost $$5\n");
         assert_eq!(translate_replacement(r"a\\b").unwrap(), r"a\b");
         assert!(translate_replacement(r"\q").is_err());

@@ -62,11 +62,7 @@ pub struct TemplateError {
 
 impl TemplateError {
     fn new(kind: TemplateErrorKind, message: impl Into<String>) -> TemplateError {
-        TemplateError {
-            kind,
-            message: message.into(),
-            line: None,
-        }
+        TemplateError { kind, message: message.into(), line: None }
     }
 }
 
@@ -99,11 +95,7 @@ impl TemplateEnv {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         // The default delimiters always build; were that to change, the default syntax stays.
-        if let Ok(syntax) = SyntaxConfig::builder()
-            .trim_blocks(true)
-            .lstrip_blocks(true)
-            .build()
-        {
+        if let Ok(syntax) = SyntaxConfig::builder().trim_blocks(true).lstrip_blocks(true).build() {
             env.set_syntax(syntax);
         }
         env.set_fuel(Some(TEMPLATE_FUEL));
@@ -124,12 +116,7 @@ impl TemplateEnv {
     /// Renders `tpl` to text. `ctx` is the variables (a JSON object; anything else means no
     /// variables); `st2kv.system.*` and `st2kv.user.*` read from `kv` (the user is
     /// `ctx.action_context.user`, else `DEFAULT_KV_USER`); missing keys print `""`.
-    pub fn render_str(
-        &self,
-        tpl: &str,
-        ctx: &Json,
-        kv: Option<&dyn KvSource>,
-    ) -> Result<String, TemplateError> {
+    pub fn render_str(&self, tpl: &str, ctx: &Json, kv: Option<&dyn KvSource>) -> Result<String, TemplateError> {
         let p = self.prepare(ctx);
         with_source(kv, || self.render_prepared(tpl, &p))
     }
@@ -138,30 +125,18 @@ impl TemplateEnv {
     /// `{{`/`{%` are returned unchanged; a string that is exactly one `{{ expr }}` yields the
     /// expression's native value (list, dict, number, bool, null); other strings render to
     /// strings; dicts (keys too) and lists are rendered recursively.
-    pub fn render_value(
-        &self,
-        v: &Json,
-        ctx: &Json,
-        kv: Option<&dyn KvSource>,
-    ) -> Result<Json, TemplateError> {
+    pub fn render_value(&self, v: &Json, ctx: &Json, kv: Option<&dyn KvSource>) -> Result<Json, TemplateError> {
         let p = self.prepare(ctx);
         with_source(kv, || self.render_value_prepared(v, &p, 0))
     }
 
     /// Evaluates a Jinja *expression* (no `{{ }}`) against `ctx` and returns its value.
-    pub fn eval_expression(
-        &self,
-        expr: &str,
-        ctx: &Json,
-        kv: Option<&dyn KvSource>,
-    ) -> Result<Json, TemplateError> {
+    pub fn eval_expression(&self, expr: &str, ctx: &Json, kv: Option<&dyn KvSource>) -> Result<Json, TemplateError> {
         let p = self.prepare(ctx);
         with_source(kv, || {
             check_size(expr)?;
             let env: &Environment<'_> = &self.env;
-            let compiled = env
-                .compile_expression(expr)
-                .map_err(|e| self.convert(e, expr, &p))?;
+            let compiled = env.compile_expression(expr).map_err(|e| self.convert(e, expr, &p))?;
             self.eval_json(&compiled, expr, &p)
         })
     }
@@ -185,45 +160,29 @@ impl TemplateEnv {
         map.insert("trigger".into(), payload.clone());
         let extra = vec![
             ("st2kv", Value::from_object(KvRoot { user: None })),
-            (
-                "system",
-                Value::from_object(KvNode {
-                    scope: KvScope::System,
-                    key: None,
-                }),
-            ),
+            ("system", Value::from_object(KvNode { scope: KvScope::System, key: None })),
         ];
         self.prepare_with(Arc::new(Json::Object(map)), extra)
     }
 
     fn prepare_with(&self, json: Arc<Json>, extra: Vec<(&'static str, Value)>) -> Prepared {
-        Prepared {
-            root: Value::from_object(RootCtx { json, extra }),
-        }
+        Prepared { root: Value::from_object(RootCtx { json, extra }) }
     }
 
     /// Renders with a prepared context (the caller has set up the `KvSource`).
     pub(super) fn render_prepared(&self, tpl: &str, p: &Prepared) -> Result<String, TemplateError> {
         check_size(tpl)?;
         let env: &Environment<'_> = &self.env;
-        let t = env
-            .template_from_str(tpl)
-            .map_err(|e| self.convert(e, tpl, p))?;
+        let t = env.template_from_str(tpl).map_err(|e| self.convert(e, tpl, p))?;
         let mut out = CappedBuf::default();
-        t.render_captured_to(p.root.clone(), &mut out)
-            .map_err(|e| self.convert(e, tpl, p))?;
-        String::from_utf8(out.buf).map_err(|_| {
-            TemplateError::new(TemplateErrorKind::Other, "rendered output is not UTF-8")
-        })
+        t.render_captured_to(p.root.clone(), &mut out).map_err(|e| self.convert(e, tpl, p))?;
+        String::from_utf8(out.buf)
+            .map_err(|_| TemplateError::new(TemplateErrorKind::Other, "rendered output is not UTF-8"))
     }
 
     /// A pattern or parameter string: native value for exactly one `{{ expr }}`, text
     /// otherwise, unchanged when there is no template.
-    pub(super) fn render_native_prepared(
-        &self,
-        s: &str,
-        p: &Prepared,
-    ) -> Result<Json, TemplateError> {
+    pub(super) fn render_native_prepared(&self, s: &str, p: &Prepared) -> Result<Json, TemplateError> {
         if !is_template(s) {
             return Ok(Json::String(s.to_string()));
         }
@@ -239,12 +198,7 @@ impl TemplateEnv {
         self.render_prepared(s, p).map(Json::String)
     }
 
-    fn render_value_prepared(
-        &self,
-        v: &Json,
-        p: &Prepared,
-        depth: usize,
-    ) -> Result<Json, TemplateError> {
+    fn render_value_prepared(&self, v: &Json, p: &Prepared, depth: usize) -> Result<Json, TemplateError> {
         if depth > MAX_VALUE_DEPTH {
             return Err(TemplateError::new(
                 TemplateErrorKind::TooLarge,
@@ -261,11 +215,7 @@ impl TemplateEnv {
             Json::Object(map) => {
                 let mut out = serde_json::Map::new();
                 for (k, item) in map {
-                    let key = if is_template(k) {
-                        self.render_prepared(k, p)?
-                    } else {
-                        k.clone()
-                    };
+                    let key = if is_template(k) { self.render_prepared(k, p)? } else { k.clone() };
                     out.insert(key, self.render_value_prepared(item, p, depth + 1)?);
                 }
                 Ok(Json::Object(out))
@@ -284,13 +234,7 @@ impl TemplateEnv {
         let v = self.eval_compiled(compiled, expr, p)?;
         value_to_json(&v).map_err(|e| {
             if e.kind == TemplateErrorKind::Undefined {
-                undefined_error(
-                    &self.env,
-                    compiled.undeclared_variables(true),
-                    expr,
-                    p,
-                    None,
-                )
+                undefined_error(&self.env, compiled.undeclared_variables(true), expr, p, None)
             } else {
                 e
             }
@@ -301,9 +245,7 @@ impl TemplateEnv {
     pub(super) fn eval_value(&self, expr: &str, p: &Prepared) -> Result<Value, TemplateError> {
         check_size(expr)?;
         let env: &Environment<'_> = &self.env;
-        let compiled = env
-            .compile_expression(expr)
-            .map_err(|e| self.convert(e, expr, p))?;
+        let compiled = env.compile_expression(expr).map_err(|e| self.convert(e, expr, p))?;
         self.eval_compiled(&compiled, expr, p)
     }
 
@@ -313,9 +255,7 @@ impl TemplateEnv {
         expr: &str,
         p: &Prepared,
     ) -> Result<Value, TemplateError> {
-        let v = compiled
-            .eval(p.root.clone())
-            .map_err(|e| self.convert_expr(e, compiled, p))?;
+        let v = compiled.eval(p.root.clone()).map_err(|e| self.convert_expr(e, compiled, p))?;
         if v.is_undefined() {
             let names = compiled.undeclared_variables(true);
             return Err(undefined_error(&self.env, names, expr, p, None));
@@ -327,10 +267,7 @@ impl TemplateEnv {
         let line = e.line();
         if e.kind() == ErrorKind::UndefinedError {
             let env: &Environment<'_> = &self.env;
-            let names = env
-                .template_from_str(source)
-                .map(|t| t.undeclared_variables(true))
-                .unwrap_or_default();
+            let names = env.template_from_str(source).map(|t| t.undeclared_variables(true)).unwrap_or_default();
             return undefined_error(&self.env, names, source, p, line);
         }
         from_minijinja(e)
@@ -362,18 +299,13 @@ fn from_minijinja(e: minijinja::Error) -> TemplateError {
                  steps allows (runaway loop?)"
             ),
         ),
-        ErrorKind::WriteFailure => (
-            TemplateErrorKind::TooLarge,
-            format!("rendered output exceeds the limit of {MAX_RENDER_BYTES} bytes"),
-        ),
+        ErrorKind::WriteFailure => {
+            (TemplateErrorKind::TooLarge, format!("rendered output exceeds the limit of {MAX_RENDER_BYTES} bytes"))
+        }
         _ if e.to_string().contains("recursion") => (TemplateErrorKind::TooLarge, describe(&e)),
         _ => (TemplateErrorKind::Other, describe(&e)),
     };
-    TemplateError {
-        kind,
-        message,
-        line,
-    }
+    TemplateError { kind, message, line }
 }
 
 /// minijinja's text without its ` (in <string>:N)` suffix (the line is kept separately).
@@ -404,12 +336,7 @@ fn undefined_error(
     let globals: HashSet<String> = env.globals().map(|(k, _)| k.to_string()).collect();
     let mut paths: Vec<String> = names.into_iter().collect();
     // Report the first one in source order (ties and unknown positions by name).
-    paths.sort_by_key(|path| {
-        (
-            source.find(path.as_str()).unwrap_or(usize::MAX),
-            path.clone(),
-        )
-    });
+    paths.sort_by_key(|path| (source.find(path.as_str()).unwrap_or(usize::MAX), path.clone()));
     for path in &paths {
         let mut parts = path.split('.');
         let Some(root) = parts.next() else { continue };
@@ -502,10 +429,7 @@ pub fn is_template(s: &str) -> bool {
 pub(super) fn single_expression(s: &str) -> Option<&str> {
     let t = s.trim();
     let inner = t.strip_prefix("{{")?.strip_suffix("}}")?;
-    if ["{{", "}}", "{%", "%}", "{#", "#}"]
-        .iter()
-        .any(|m| inner.contains(m))
-    {
+    if ["{{", "}}", "{%", "%}", "{#", "#}"].iter().any(|m| inner.contains(m)) {
         return None;
     }
     let inner = inner.strip_prefix(['-', '+']).unwrap_or(inner);
@@ -566,9 +490,7 @@ mod tests {
             self.0.get(&key).cloned()
         }
         fn decrypt(&self, _scope: KvScope, c: &str) -> Result<String, String> {
-            c.strip_prefix("enc:")
-                .map(str::to_string)
-                .ok_or_else(|| format!("cannot decrypt {c:?}"))
+            c.strip_prefix("enc:").map(str::to_string).ok_or_else(|| format!("cannot decrypt {c:?}"))
         }
     }
 
@@ -616,49 +538,25 @@ mod tests {
             expect![[r#"{'b': 1, 'a': True, 'c': None, 'name': 'web-01', 'list': ['x', 1, 2.5]}"#]],
         );
         check("{{ trigger.body.list }}", expect!["['x', 1, 2.5]"]);
-        check(
-            "{{ trigger.body.a }} {{ trigger.body.c }} {{ 1.0 }} {{ 1e16 }}",
-            expect!["True None 1.0 1e+16"],
-        );
-        check(
-            "{{ {'k': 'v'} }} {{ (1, 'a') }} {{ [none] }}",
-            expect!["{'k': 'v'} (1, 'a') [None]"],
-        );
+        check("{{ trigger.body.a }} {{ trigger.body.c }} {{ 1.0 }} {{ 1e16 }}", expect!["True None 1.0 1e+16"]);
+        check("{{ {'k': 'v'} }} {{ (1, 'a') }} {{ [none] }}", expect!["{'k': 'v'} (1, 'a') [None]"]);
         check("{{ trigger.text }}", expect!["Hello World"]);
     }
 
     #[test]
     fn python_methods_and_builtins() {
         check("{{ trigger.text.upper() }}", expect!["HELLO WORLD"]);
-        check(
-            "{{ trigger.body.name.split('-') }}",
-            expect!["['web', '01']"],
-        );
-        check(
-            "{{ trigger.body.keys() | list }}",
-            expect!["['b', 'a', 'c', 'name', 'list']"],
-        );
+        check("{{ trigger.body.name.split('-') }}", expect!["['web', '01']"]);
+        check("{{ trigger.body.keys() | list }}", expect!["['b', 'a', 'c', 'name', 'list']"]);
         check(
             "{% for k, v in trigger.body.items() %}{{ k }}={{ v }};{% endfor %}",
             expect!["b=1;a=True;c=None;name=web-01;list=['x', 1, 2.5];"],
         );
         check("{{ trigger.missing | default('d') }}", expect!["d"]);
-        check(
-            "{{ trigger.body.list | length }} {{ trigger.body.list | join(',') }}",
-            expect!["3 x,1,2.5"],
-        );
-        check(
-            "{{ trigger.text | replace('World', 'There') }}",
-            expect!["Hello There"],
-        );
-        check(
-            "{{ 'a' in trigger.body }} {{ 'zz' in trigger.body }} {{ 1 is in [1, 2] }}",
-            expect!["True False True"],
-        );
-        check(
-            "{{ trigger.body.list[0] }} {{ trigger.body.list[-1] }}",
-            expect!["x 2.5"],
-        );
+        check("{{ trigger.body.list | length }} {{ trigger.body.list | join(',') }}", expect!["3 x,1,2.5"]);
+        check("{{ trigger.text | replace('World', 'There') }}", expect!["Hello There"]);
+        check("{{ 'a' in trigger.body }} {{ 'zz' in trigger.body }} {{ 1 is in [1, 2] }}", expect!["True False True"]);
+        check("{{ trigger.body.list[0] }} {{ trigger.body.list[-1] }}", expect!["x 2.5"]);
         check(
             "{{ trigger.body == {'b': 1, 'a': true, 'c': none, 'name': 'web-01', 'list': ['x', 1, 2.5]} }}",
             expect!["True"],
@@ -672,49 +570,22 @@ mod tests {
     #[test]
     fn whitespace_control() {
         let env = TemplateEnv::new();
-        let out = env.render_str(
-            "{% if trigger.count > 1 %}\n  many\n  {% endif %}\nend\n",
-            &ctx(),
-            None,
-        );
+        let out = env.render_str("{% if trigger.count > 1 %}\n  many\n  {% endif %}\nend\n", &ctx(), None);
         assert_eq!(out.unwrap(), "  many\nend");
     }
 
     #[test]
     fn strict_undefined_names_the_variable() {
-        check(
-            "{{ nope }}",
-            expect!["ERROR[Undefined] 'nope' is undefined (line 1)"],
-        );
-        check(
-            "ok\n{{ trigger.body.zz }}",
-            expect!["ERROR[Undefined] 'trigger.body' has no attribute 'zz' (line 2)"],
-        );
-        check(
-            "{{ trigger.nope.x }}",
-            expect!["ERROR[Undefined] 'trigger' has no attribute 'nope' (line 1)"],
-        );
-        check(
-            "{% if missing %}x{% endif %}",
-            expect!["ERROR[Undefined] 'missing' is undefined (line 1)"],
-        );
-        check_native(
-            "{{ nope }}",
-            expect!["ERROR[Undefined] 'nope' is undefined"],
-        );
-        check_native(
-            "{{ trigger.body.zz }}",
-            expect!["ERROR[Undefined] 'trigger.body' has no attribute 'zz'"],
-        );
-        check_native(
-            "{{ [1, trigger.nope] }}",
-            expect!["ERROR[Undefined] 'trigger' has no attribute 'nope'"],
-        );
+        check("{{ nope }}", expect!["ERROR[Undefined] 'nope' is undefined (line 1)"]);
+        check("ok\n{{ trigger.body.zz }}", expect!["ERROR[Undefined] 'trigger.body' has no attribute 'zz' (line 2)"]);
+        check("{{ trigger.nope.x }}", expect!["ERROR[Undefined] 'trigger' has no attribute 'nope' (line 1)"]);
+        check("{% if missing %}x{% endif %}", expect!["ERROR[Undefined] 'missing' is undefined (line 1)"]);
+        check_native("{{ nope }}", expect!["ERROR[Undefined] 'nope' is undefined"]);
+        check_native("{{ trigger.body.zz }}", expect!["ERROR[Undefined] 'trigger.body' has no attribute 'zz'"]);
+        check_native("{{ [1, trigger.nope] }}", expect!["ERROR[Undefined] 'trigger' has no attribute 'nope'"]);
         check_native("{{ trigger.nope | default('d') }}", expect![[r#""d""#]]);
         let env = TemplateEnv::new();
-        let err = env
-            .eval_expression("a.b", &json!({"a": {}}), None)
-            .unwrap_err();
+        let err = env.eval_expression("a.b", &json!({"a": {}}), None).unwrap_err();
         assert_eq!(err.to_string(), "'a' has no attribute 'b'");
     }
 
@@ -724,12 +595,7 @@ mod tests {
             "a\n{{ x | nosuchfilter }}",
             expect!["ERROR[Other] unknown filter: filter nosuchfilter is unknown (line 2)"],
         );
-        check(
-            "{{ 1 +",
-            expect![
-                "ERROR[Syntax] syntax error: unexpected end of input, expected expression (line 1)"
-            ],
-        );
+        check("{{ 1 +", expect!["ERROR[Syntax] syntax error: unexpected end of input, expected expression (line 1)"]);
         check(
             "{{ trigger.text | regex_substring('zzz') }}",
             expect![
@@ -747,11 +613,7 @@ mod tests {
             ],
         );
         let env = TemplateEnv::new();
-        let out = env.render_str(
-            "{% for i in range(1000) %}{{ i % 10 }}{% endfor %}",
-            &ctx(),
-            None,
-        );
+        let out = env.render_str("{% for i in range(1000) %}{{ i % 10 }}{% endfor %}", &ctx(), None);
         assert_eq!(out.unwrap().len(), 1000);
     }
 
@@ -764,31 +626,19 @@ mod tests {
         assert_eq!(err.kind, TemplateErrorKind::TooLarge, "{err}");
         assert!(err.message.contains("exceeds the limit"), "{err}");
         assert!(env.render_str("{{ big }}", &c, None).is_ok());
-        let err = env
-            .render_value(&json!("{{ [big, big] }}"), &c, None)
-            .unwrap_err();
+        let err = env.render_value(&json!("{{ [big, big] }}"), &c, None).unwrap_err();
         assert_eq!(err.kind, TemplateErrorKind::TooLarge, "{err}");
-        let err = env
-            .render_str(&"x".repeat(MAX_TEMPLATE_BYTES + 1), &c, None)
-            .unwrap_err();
+        let err = env.render_str(&"x".repeat(MAX_TEMPLATE_BYTES + 1), &c, None).unwrap_err();
         assert_eq!(err.kind, TemplateErrorKind::TooLarge, "{err}");
     }
 
     #[test]
     fn filter_and_value_limits() {
         let env = TemplateEnv::new();
-        let err = env
-            .render_str("{{ [1] | to_json_string(indent=33) }}", &json!({}), None)
-            .unwrap_err();
+        let err = env.render_str("{{ [1] | to_json_string(indent=33) }}", &json!({}), None).unwrap_err();
         assert!(err.message.contains("indent larger than 32"), "{err}");
         let many = format!("[{}]", "1,".repeat(crate_yaml_nodes() + 1));
-        let err = env
-            .render_str(
-                "{{ doc | from_yaml_string }}",
-                &json!({ "doc": many }),
-                None,
-            )
-            .unwrap_err();
+        let err = env.render_str("{{ doc | from_yaml_string }}", &json!({ "doc": many }), None).unwrap_err();
         assert!(err.message.contains("from_yaml_string"), "{err}");
         let mut deep = json!("x");
         for _ in 0..MAX_VALUE_DEPTH + 2 {
@@ -826,30 +676,21 @@ mod tests {
         check_native("{{- trigger.body.a -}}", expect!["true"]);
         check_native("{{ trigger.body.c }}", expect!["null"]);
         check_native("{{ trigger.count > 3 }}", expect!["true"]);
-        check_native(
-            "{{ {1: 'a', none: 'b'} }}",
-            expect![[r#"{"null":"b","1":"a"}"#]],
-        );
+        check_native("{{ {1: 'a', none: 'b'} }}", expect![[r#"{"null":"b","1":"a"}"#]]);
         check_native("{{ st2kv.system.foo }}", expect![[r#""foo-value""#]]);
         check_native("{{ trigger.count }} items", expect![[r#""5 items""#]]);
         check_native("{{ 'a' }}{{ 'b' }}", expect![[r#""ab""#]]);
         check_native("{% if true %}x{% endif %}", expect![[r#""x""#]]);
         check_native("no template", expect![[r#""no template""#]]);
-        check_native(
-            "{{ 1 / 0 }}",
-            expect!["ERROR[Other] invalid operation: unable to calculate 1 / 0 (line 1)"],
-        );
+        check_native("{{ 1 / 0 }}", expect!["ERROR[Other] invalid operation: unable to calculate 1 / 0 (line 1)"]);
         let env = TemplateEnv::new();
-        let v = json!({"{{ trigger.body.name }}": ["{{ trigger.count }}", "n={{ n }}", 7, {"x": "{{ f }}"}], "plain": "p"});
+        let v =
+            json!({"{{ trigger.body.name }}": ["{{ trigger.count }}", "n={{ n }}", 7, {"x": "{{ f }}"}], "plain": "p"});
         assert_eq!(
             env.render_value(&v, &ctx(), None).unwrap(),
             json!({"web-01": [5, "n=3661", 7, {"x": 0.5}], "plain": "p"})
         );
-        assert_eq!(
-            env.eval_expression("trigger.count * 2", &ctx(), None)
-                .unwrap(),
-            json!(10)
-        );
+        assert_eq!(env.eval_expression("trigger.count * 2", &ctx(), None).unwrap(), json!(10));
     }
 
     #[test]
@@ -859,41 +700,21 @@ mod tests {
         check("{{ st2kv.system.a.b }}", expect!["dotted"]);
         check("{{ st2kv.system['a.b'] }}", expect!["dotted"]);
         check("{{ st2kv.system.foo.upper() }}", expect!["FOO-VALUE"]);
-        check(
-            "{{ st2kv.system.a }}|{{ st2kv.system['a'].b }}",
-            expect!["|dotted"],
-        );
+        check("{{ st2kv.system.a }}|{{ st2kv.system['a'].b }}", expect!["|dotted"]);
         check("{{ st2kv.user.token }}", expect!["user-token"]);
-        check(
-            "{{ st2kv.system.cfg | from_json_string }}",
-            expect!["{'port': 8080}"],
-        );
-        check(
-            "{% if st2kv.system.missing %}yes{% else %}no{% endif %}",
-            expect!["no"],
-        );
+        check("{{ st2kv.system.cfg | from_json_string }}", expect!["{'port': 8080}"]);
+        check("{% if st2kv.system.missing %}yes{% else %}no{% endif %}", expect!["no"]);
         check(
             "{{ st2kv.system.foo | length }} {{ st2kv.system.foo == 'foo-value' }} {{ st2kv.system.cfg | length > 3 }}",
             expect!["9 True True"],
         );
-        check(
-            "[{{ st2kv.system.missing | default('d') }}] {{ st2kv.system.missing.upper() }}",
-            expect!["[] "],
-        );
+        check("[{{ st2kv.system.missing | default('d') }}] {{ st2kv.system.missing.upper() }}", expect!["[] "]);
         let env = TemplateEnv::new();
         let kv = TestKv::new();
         let c = json!({"action_context": {"user": "alice"}});
-        assert_eq!(
-            env.render_str("{{ st2kv.user.token }}", &c, Some(&kv))
-                .unwrap(),
-            "alice-token"
-        );
+        assert_eq!(env.render_str("{{ st2kv.user.token }}", &c, Some(&kv)).unwrap(), "alice-token");
         // Without a source every key is missing.
-        assert_eq!(
-            env.render_str("[{{ st2kv.system.foo }}]", &c, None)
-                .unwrap(),
-            "[]"
-        );
+        assert_eq!(env.render_str("[{{ st2kv.system.foo }}]", &c, None).unwrap(), "[]");
     }
 
     #[test]
@@ -914,14 +735,10 @@ mod tests {
         );
         check(
             "{{ st2kv.system.bad | decrypt_kv }}",
-            expect![[
-                r#"ERROR[Other] invalid operation: decrypt_kv: cannot decrypt "garbage" (line 1)"#
-            ]],
+            expect![[r#"ERROR[Other] invalid operation: decrypt_kv: cannot decrypt "garbage" (line 1)"#]],
         );
         let env = TemplateEnv::new();
-        let err = env
-            .render_str("{{ 'enc:x' | decrypt_kv }}", &json!({}), None)
-            .unwrap_err();
+        let err = env.render_str("{{ 'enc:x' | decrypt_kv }}", &json!({}), None).unwrap_err();
         assert!(err.message.contains("no datastore"), "{err}");
     }
 
@@ -941,36 +758,16 @@ mod tests {
               "b": 1
             }"#]],
         );
-        check(
-            "{{ {'a': 1, 'b': 2} | to_json_string(none, false, (', ', ':')) }}",
-            expect![[r#"{"a":1, "b":2}"#]],
-        );
-        check(
-            "{{ trigger.body.list | to_complex }}",
-            expect![[r#"["x", 1, 2.5]"#]],
-        );
-        check(
-            "{{ 'caf\u{e9} \"q\"\n' | to_complex }}",
-            expect![[r#""caf\u00e9 \"q\"\n""#]],
-        );
-        check(
-            "{{ 'say \"hi\"\\n' | json_escape }}",
-            expect![[r#"say \"hi\"\n"#]],
-        );
-        check(
-            "{{ '{\"a\": [1, 2]}' | from_json_string }}",
-            expect!["{'a': [1, 2]}"],
-        );
+        check("{{ {'a': 1, 'b': 2} | to_json_string(none, false, (', ', ':')) }}", expect![[r#"{"a":1, "b":2}"#]]);
+        check("{{ trigger.body.list | to_complex }}", expect![[r#"["x", 1, 2.5]"#]]);
+        check("{{ 'caf\u{e9} \"q\"\n' | to_complex }}", expect![[r#""caf\u00e9 \"q\"\n""#]]);
+        check("{{ 'say \"hi\"\\n' | json_escape }}", expect![[r#"say \"hi\"\n"#]]);
+        check("{{ '{\"a\": [1, 2]}' | from_json_string }}", expect!["{'a': [1, 2]}"]);
         check(
             "{{ 'nope' | from_json_string }}",
-            expect![
-                "ERROR[Other] invalid operation: from_json_string: expected ident at line 1 column 2 (line 1)"
-            ],
+            expect!["ERROR[Other] invalid operation: from_json_string: expected ident at line 1 column 2 (line 1)"],
         );
-        check(
-            "{{ trigger.body | jsonpath_query('list[*]') }}",
-            expect!["['x', 1, 2.5]"],
-        );
+        check("{{ trigger.body | jsonpath_query('list[*]') }}", expect!["['x', 1, 2.5]"]);
         check("{{ trigger.body | jsonpath_query('zz') }}", expect!["None"]);
         check(
             "{{ trigger.body | jsonpath_query('a[') }}",
@@ -1026,20 +823,14 @@ mod tests {
                 b: 1
         "#]],
         );
-        check(
-            "{{ 'a: [1, 2]\nb: yes\nc: 0755\n' | from_yaml_string }}",
-            expect!["{'a': [1, 2], 'b': True, 'c': 493}"],
-        );
+        check("{{ 'a: [1, 2]\nb: yes\nc: 0755\n' | from_yaml_string }}", expect!["{'a': [1, 2], 'b': True, 'c': 493}"]);
         check(
             "{{ 'a: b: c' | from_yaml_string }}",
             expect![
                 "ERROR[Other] invalid operation: from_yaml_string: mapping values are not allowed in this context at line 1, column 5 (line 1)"
             ],
         );
-        let deep = format!(
-            "{{{{ '{}' | from_yaml_string }}}}",
-            "[".repeat(40) + &"]".repeat(40)
-        );
+        let deep = format!("{{{{ '{}' | from_yaml_string }}}}", "[".repeat(40) + &"]".repeat(40));
         let env = TemplateEnv::new();
         let err = env.render_str(&deep, &json!({}), None).unwrap_err();
         assert!(err.message.contains("from_yaml_string"), "{err}");
@@ -1055,26 +846,11 @@ mod tests {
             "{{ trigger.text | regex_search('World') }} {{ trigger.text | regex_search('world') }} {{ trigger.text | regex_search('world', ignorecase=True) }}",
             expect!["True False True"],
         );
-        check(
-            r"{{ 'a-b-c' | regex_replace('(a)-(b)', '\\2-\\1') }}",
-            expect!["b-a-c"],
-        );
-        check(
-            r"{{ 'price 5' | regex_replace('(\\d)', '$\\1') }}",
-            expect!["price $5"],
-        );
-        check(
-            r"{{ 'v1.2 and v3.4' | regex_substring('v(\\d)\\.(\\d)', 1) }}",
-            expect!["('3', '4')"],
-        );
-        check(
-            r"{{ 'v1.2 and v3.4' | regex_substring('v\\d') }}",
-            expect!["v1"],
-        );
-        check(
-            r"{{ 'v1.2 and v3.4' | regex_substring('v(\\d)', -1) }}",
-            expect!["3"],
-        );
+        check(r"{{ 'a-b-c' | regex_replace('(a)-(b)', '\\2-\\1') }}", expect!["b-a-c"]);
+        check(r"{{ 'price 5' | regex_replace('(\\d)', '$\\1') }}", expect!["price $5"]);
+        check(r"{{ 'v1.2 and v3.4' | regex_substring('v(\\d)\\.(\\d)', 1) }}", expect!["('3', '4')"]);
+        check(r"{{ 'v1.2 and v3.4' | regex_substring('v\\d') }}", expect!["v1"]);
+        check(r"{{ 'v1.2 and v3.4' | regex_substring('v(\\d)', -1) }}", expect!["3"]);
         check(
             "{{ 'x' | regex_match('(?<=a)b') }}",
             expect![[r#"
@@ -1088,10 +864,7 @@ mod tests {
 
     #[test]
     fn misc_filters() {
-        check(
-            "{{ none | use_none }}|{{ 'x' | use_none }}",
-            expect!["%*****__%NONE%__*****%|x"],
-        );
+        check("{{ none | use_none }}|{{ 'x' | use_none }}", expect!["%*****__%NONE%__*****%|x"]);
         check(
             "{{ trigger.path | basename }} {{ trigger.path | dirname }} {{ '/' | dirname }} {{ 'file' | dirname }}|{{ '/a//b' | dirname }}",
             expect!["app.log /var/log / |/a"],
@@ -1141,9 +914,7 @@ mod tests {
         );
         check(
             "{{ '1.2' | version_bump_major }}",
-            expect![
-                "ERROR[Other] invalid operation: version_bump_major: 1.2 is not valid SemVer string (line 1)"
-            ],
+            expect!["ERROR[Other] invalid operation: version_bump_major: 1.2 is not valid SemVer string (line 1)"],
         );
         check(
             "{{ '1.2.3' | version_match('~1.2') }}",
@@ -1153,9 +924,7 @@ mod tests {
         );
         check(
             "{{ '01.2.3' | version_compare('1.2.3') }}",
-            expect![
-                "ERROR[Other] invalid operation: version_compare: 01.2.3 is not valid SemVer string (line 1)"
-            ],
+            expect!["ERROR[Other] invalid operation: version_compare: 01.2.3 is not valid SemVer string (line 1)"],
         );
     }
 

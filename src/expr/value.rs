@@ -59,10 +59,7 @@ impl JsonRef {
             Json::Object(_) | Json::Array(_) => {
                 let mut path = self.path.clone();
                 path.push(seg);
-                Value::from_object(JsonRef {
-                    root: self.root.clone(),
-                    path,
-                })
+                Value::from_object(JsonRef { root: self.root.clone(), path })
             }
             scalar => scalar_to_value(scalar),
         }
@@ -87,9 +84,7 @@ impl Object for JsonRef {
             Json::Array(items) => {
                 let i = key.as_i64()?;
                 let i = if i < 0 {
-                    items
-                        .len()
-                        .checked_sub(usize::try_from(i.unsigned_abs()).ok()?)?
+                    items.len().checked_sub(usize::try_from(i.unsigned_abs()).ok()?)?
                 } else {
                     usize::try_from(i).ok()?
                 };
@@ -102,9 +97,7 @@ impl Object for JsonRef {
 
     fn enumerate(self: &Arc<Self>) -> Enumerator {
         match self.node() {
-            Json::Object(map) => {
-                Enumerator::Values(map.keys().map(|k| Value::from(k.as_str())).collect())
-            }
+            Json::Object(map) => Enumerator::Values(map.keys().map(|k| Value::from(k.as_str())).collect()),
             Json::Array(items) => Enumerator::Seq(items.len()),
             _ => Enumerator::Empty,
         }
@@ -180,10 +173,9 @@ impl Object for RootCtx {
         };
         let (k, v) = map.get_key_value(k)?;
         Some(match v {
-            Json::Object(_) | Json::Array(_) => Value::from_object(JsonRef {
-                root: self.json.clone(),
-                path: vec![Seg::Key(Arc::from(k.as_str()))],
-            }),
+            Json::Object(_) | Json::Array(_) => {
+                Value::from_object(JsonRef { root: self.json.clone(), path: vec![Seg::Key(Arc::from(k.as_str()))] })
+            }
             scalar => scalar_to_value(scalar),
         })
     }
@@ -264,9 +256,7 @@ fn to_json_at(v: &Value, budget: &mut usize, depth: usize) -> Result<Json, ToJso
             Ok(Json::String(s))
         }
         ValueKind::Seq | ValueKind::Iterable => {
-            let iter = v
-                .try_iter()
-                .map_err(|_| ToJsonError::NotSerializable(v.kind().to_string()))?;
+            let iter = v.try_iter().map_err(|_| ToJsonError::NotSerializable(v.kind().to_string()))?;
             let mut out = Vec::new();
             for item in iter {
                 out.push(to_json_at(&item, budget, depth + 1)?);
@@ -274,9 +264,7 @@ fn to_json_at(v: &Value, budget: &mut usize, depth: usize) -> Result<Json, ToJso
             Ok(Json::Array(out))
         }
         ValueKind::Map => {
-            let iter = v
-                .try_iter()
-                .map_err(|_| ToJsonError::NotSerializable("map".into()))?;
+            let iter = v.try_iter().map_err(|_| ToJsonError::NotSerializable("map".into()))?;
             let mut out = Map::new();
             for key in iter {
                 let item = v.get_item(&key).unwrap_or(Value::UNDEFINED);
@@ -347,10 +335,7 @@ fn json_key(k: &Value) -> Result<String, ToJsonError> {
             Json::Number(n) if n.is_f64() => python_float_repr(n.as_f64().unwrap_or(0.0)),
             other => other.to_string(),
         }),
-        _ => Err(ToJsonError::NotSerializable(format!(
-            "dict key of type {}",
-            k.kind()
-        ))),
+        _ => Err(ToJsonError::NotSerializable(format!("dict key of type {}", k.kind()))),
     }
 }
 
@@ -388,9 +373,7 @@ fn write_py(out: &mut String, v: &Value, depth: usize, repr: bool) {
         ValueKind::None => out.push_str("None"),
         ValueKind::Bool => out.push_str(if v.is_true() { "True" } else { "False" }),
         ValueKind::Number => match number_to_json(v) {
-            Ok(Json::Number(n)) if n.is_f64() => {
-                out.push_str(&python_float_repr(n.as_f64().unwrap_or(0.0)))
-            }
+            Ok(Json::Number(n)) if n.is_f64() => out.push_str(&python_float_repr(n.as_f64().unwrap_or(0.0))),
             Ok(other) => out.push_str(&other.to_string()),
             Err(_) => match f64::try_from(v.clone()) {
                 Ok(f) if !v.is_integer() => out.push_str(&python_float_repr(f)),
@@ -398,9 +381,10 @@ fn write_py(out: &mut String, v: &Value, depth: usize, repr: bool) {
             },
         },
         ValueKind::String | ValueKind::Bytes => {
-            let s = v.as_str().map(str::to_string).unwrap_or_else(|| {
-                String::from_utf8_lossy(v.as_bytes().unwrap_or_default()).into_owned()
-            });
+            let s = v
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| String::from_utf8_lossy(v.as_bytes().unwrap_or_default()).into_owned());
             if repr {
                 out.push_str(&python_str_repr(&s));
             } else {

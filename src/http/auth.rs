@@ -29,9 +29,8 @@ pub(super) enum AuthError {
 
 /// Check the shared token against `expected`.
 pub(super) fn check_token(expected: &str, headers: &HeaderMap) -> Result<(), AuthError> {
-    let presented = presented_token(headers).ok_or(AuthError::Missing(
-        "Missing webhook token (send X-Packd-Token or Authorization: Bearer)",
-    ))?;
+    let presented = presented_token(headers)
+        .ok_or(AuthError::Missing("Missing webhook token (send X-Packd-Token or Authorization: Bearer)"))?;
     if constant_time_eq(expected.as_bytes(), presented) {
         Ok(())
     } else {
@@ -47,9 +46,7 @@ fn presented_token(headers: &HeaderMap) -> Option<&[u8]> {
     }
     let auth = headers.get(hyper::header::AUTHORIZATION)?.as_bytes();
     let (scheme, rest) = split_once(auth, b' ')?;
-    scheme
-        .eq_ignore_ascii_case(b"bearer")
-        .then(|| rest.trim_ascii())
+    scheme.eq_ignore_ascii_case(b"bearer").then(|| rest.trim_ascii())
 }
 
 fn split_once(s: &[u8], sep: u8) -> Option<(&[u8], &[u8])> {
@@ -60,12 +57,11 @@ fn split_once(s: &[u8], sep: u8) -> Option<(&[u8], &[u8])> {
 /// Read the signature header before the body is read, so a caller without one is refused
 /// without us buffering its body.
 pub(super) fn presented_signature(headers: &HeaderMap) -> Result<[u8; 32], AuthError> {
-    let value = headers.get(SIGNATURE_HEADER).ok_or(AuthError::Missing(
-        "Missing X-Hub-Signature-256 header (sha256=<hex HMAC of the body>)",
-    ))?;
-    parse_signature(value.as_bytes()).ok_or(AuthError::Wrong(
-        "Malformed X-Hub-Signature-256 header (expected sha256=<64 hex digits>)",
-    ))
+    let value = headers
+        .get(SIGNATURE_HEADER)
+        .ok_or(AuthError::Missing("Missing X-Hub-Signature-256 header (sha256=<hex HMAC of the body>)"))?;
+    parse_signature(value.as_bytes())
+        .ok_or(AuthError::Wrong("Malformed X-Hub-Signature-256 header (expected sha256=<64 hex digits>)"))
 }
 
 fn parse_signature(value: &[u8]) -> Option<[u8; 32]> {
@@ -91,11 +87,7 @@ fn hex_digit(c: u8) -> Option<u8> {
 }
 
 /// Verify `HMAC-SHA256(secret, body)` against the presented signature.
-pub(super) fn verify_signature(
-    secret: &str,
-    body: &[u8],
-    presented: &[u8; 32],
-) -> Result<(), AuthError> {
+pub(super) fn verify_signature(secret: &str, body: &[u8], presented: &[u8; 32]) -> Result<(), AuthError> {
     let expected = hmac_sha256(secret.as_bytes(), body);
     if constant_time_eq(&expected, presented) {
         Ok(())
@@ -138,10 +130,7 @@ mod tests {
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut map = HeaderMap::new();
         for (k, v) in pairs {
-            map.append(
-                HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                HeaderValue::from_str(v).unwrap(),
-            );
+            map.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
         }
         map
     }
@@ -155,33 +144,17 @@ mod tests {
     fn tokens() {
         check_tok(&[("X-Packd-Token", "s3cret")], expect![[r#"Ok(())"#]]);
         check_tok(&[("St2-Api-Key", "s3cret")], expect![[r#"Ok(())"#]]);
-        check_tok(
-            &[("Authorization", "Bearer s3cret")],
-            expect![[r#"Ok(())"#]],
-        );
-        check_tok(
-            &[("Authorization", "bearer  s3cret ")],
-            expect![[r#"Ok(())"#]],
-        );
-        check_tok(
-            &[("X-Packd-Token", "s3cre")],
-            expect![[r#"Err(Wrong("Invalid webhook token"))"#]],
-        );
-        check_tok(
-            &[("X-Packd-Token", "s3cret2")],
-            expect![[r#"Err(Wrong("Invalid webhook token"))"#]],
-        );
+        check_tok(&[("Authorization", "Bearer s3cret")], expect![[r#"Ok(())"#]]);
+        check_tok(&[("Authorization", "bearer  s3cret ")], expect![[r#"Ok(())"#]]);
+        check_tok(&[("X-Packd-Token", "s3cre")], expect![[r#"Err(Wrong("Invalid webhook token"))"#]]);
+        check_tok(&[("X-Packd-Token", "s3cret2")], expect![[r#"Err(Wrong("Invalid webhook token"))"#]]);
         check_tok(
             &[("Authorization", "Basic czNjcmV0")],
-            expect![[
-                r#"Err(Missing("Missing webhook token (send X-Packd-Token or Authorization: Bearer)"))"#
-            ]],
+            expect![[r#"Err(Missing("Missing webhook token (send X-Packd-Token or Authorization: Bearer)"))"#]],
         );
         check_tok(
             &[],
-            expect![[
-                r#"Err(Missing("Missing webhook token (send X-Packd-Token or Authorization: Bearer)"))"#
-            ]],
+            expect![[r#"Err(Missing("Missing webhook token (send X-Packd-Token or Authorization: Bearer)"))"#]],
         );
     }
 
@@ -203,14 +176,10 @@ mod tests {
         // RFC 4231 test case 2.
         let mac = hmac_sha256(b"Jefe", b"what do ya want for nothing?");
         let hex: String = mac.iter().map(|b| format!("{b:02x}")).collect();
-        expect![[r#"5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"#]]
-            .assert_eq(&hex);
+        expect![[r#"5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"#]].assert_eq(&hex);
         let good = format!("sha256={hex}");
         let sig = presented_signature(&headers(&[("X-Hub-Signature-256", &good)])).unwrap();
-        assert_eq!(
-            verify_signature("Jefe", b"what do ya want for nothing?", &sig),
-            Ok(())
-        );
+        assert_eq!(verify_signature("Jefe", b"what do ya want for nothing?", &sig), Ok(()));
         assert_eq!(
             verify_signature("Jefe", b"what do ya want for nothing!", &sig),
             Err(AuthError::Wrong("Invalid X-Hub-Signature-256 signature"))
@@ -220,9 +189,6 @@ mod tests {
         for bad in ["sha1=abcd", "sha256=zz", "sha256=", &good[..good.len() - 1]] {
             assert!(parse_signature(bad.as_bytes()).is_none(), "{bad}");
         }
-        assert!(matches!(
-            presented_signature(&headers(&[])),
-            Err(AuthError::Missing(_))
-        ));
+        assert!(matches!(presented_signature(&headers(&[])), Err(AuthError::Missing(_))));
     }
 }

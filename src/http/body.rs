@@ -11,13 +11,7 @@ use serde_json::{Map, Value};
 /// Headers that carry credentials. They are dropped from stored payloads: events end up in the
 /// database, logs and rule parameters, where secrets must not (StackStorm drops its own auth
 /// headers and `Cookie` the same way).
-const CREDENTIAL_HEADERS: [&str; 5] = [
-    "authorization",
-    "cookie",
-    "st2-api-key",
-    "x-auth-token",
-    "x-packd-token",
-];
+const CREDENTIAL_HEADERS: [&str; 5] = ["authorization", "cookie", "st2-api-key", "x-auth-token", "x-packd-token"];
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(super) enum BodyError {
@@ -76,12 +70,7 @@ pub(super) fn title_case(name: &str) -> String {
 
 /// The media type of a `Content-Type` value, lower-cased, parameters dropped.
 fn media_type(content_type: &str) -> String {
-    content_type
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase()
+    content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase()
 }
 
 /// Parse a webhook body by content type. JSON is also tried for a missing or unknown type
@@ -91,8 +80,8 @@ pub(super) fn parse_body(content_type: Option<&str>, raw: &[u8]) -> Result<Value
     match media_type(ct).as_str() {
         "application/x-www-form-urlencoded" => Ok(parse_form(raw)),
         "multipart/form-data" => {
-            let boundary = content_type_param(ct, "boundary")
-                .ok_or(BodyError::Multipart("no boundary in Content-Type"))?;
+            let boundary =
+                content_type_param(ct, "boundary").ok_or(BodyError::Multipart("no boundary in Content-Type"))?;
             parse_multipart(raw, &boundary)
         }
         _ => parse_json(raw),
@@ -118,9 +107,7 @@ fn parse_json(raw: &[u8]) -> Result<Value, BodyError> {
 fn content_type_param(value: &str, param: &str) -> Option<String> {
     value.split(';').skip(1).find_map(|part| {
         let (k, v) = part.split_once('=')?;
-        k.trim()
-            .eq_ignore_ascii_case(param)
-            .then(|| unquote(v.trim()))
+        k.trim().eq_ignore_ascii_case(param).then(|| unquote(v.trim()))
     })
 }
 
@@ -164,10 +151,7 @@ pub(super) fn parse_form(raw: &[u8]) -> Value {
 
 /// Decode `+` and `%XX` of a form field.
 fn form_decode(s: &[u8]) -> String {
-    let plus: Vec<u8> = s
-        .iter()
-        .map(|&b| if b == b'+' { b' ' } else { b })
-        .collect();
+    let plus: Vec<u8> = s.iter().map(|&b| if b == b'+' { b' ' } else { b }).collect();
     percent_decode(&plus)
 }
 
@@ -201,9 +185,7 @@ fn find(haystack: &[u8], needle: &[u8], from: usize) -> Option<usize> {
     if needle.is_empty() {
         return Some(from);
     }
-    tail.windows(needle.len())
-        .position(|w| w == needle)
-        .map(|p| p + from)
+    tail.windows(needle.len()).position(|w| w == needle).map(|p| p + from)
 }
 
 /// `multipart/form-data` → dict of lists of strings: each part's `name` maps to its content
@@ -216,41 +198,28 @@ pub(super) fn parse_multipart(raw: &[u8], boundary: &str) -> Result<Value, BodyE
     let delimiter = format!("--{boundary}");
     let next_part = format!("\r\n--{boundary}");
     let mut map = Map::new();
-    let mut pos = find(raw, delimiter.as_bytes(), 0)
-        .ok_or(BodyError::Multipart("boundary not found"))?
-        + delimiter.len();
+    let mut pos =
+        find(raw, delimiter.as_bytes(), 0).ok_or(BodyError::Multipart("boundary not found"))? + delimiter.len();
     loop {
         let rest = raw.get(pos..).unwrap_or_default();
         if rest.starts_with(b"--") {
             break; // closing delimiter
         }
         // The rest of the delimiter line (transport padding) ends with CRLF.
-        let line_end =
-            find(raw, b"\r\n", pos).ok_or(BodyError::Multipart("unterminated delimiter line"))?;
+        let line_end = find(raw, b"\r\n", pos).ok_or(BodyError::Multipart("unterminated delimiter line"))?;
         let head_start = line_end + 2;
-        let (head, content_start) = if raw
-            .get(head_start..)
-            .unwrap_or_default()
-            .starts_with(b"\r\n")
-        {
+        let (head, content_start) = if raw.get(head_start..).unwrap_or_default().starts_with(b"\r\n") {
             (&[][..], head_start + 2)
         } else {
-            let head_end = find(raw, b"\r\n\r\n", head_start)
-                .ok_or(BodyError::Multipart("part headers not terminated"))?;
-            (
-                raw.get(head_start..head_end).unwrap_or_default(),
-                head_end + 4,
-            )
+            let head_end =
+                find(raw, b"\r\n\r\n", head_start).ok_or(BodyError::Multipart("part headers not terminated"))?;
+            (raw.get(head_start..head_end).unwrap_or_default(), head_end + 4)
         };
         let content_end = find(raw, next_part.as_bytes(), content_start)
             .ok_or(BodyError::Multipart("part not terminated by the boundary"))?;
         let content = raw.get(content_start..content_end).unwrap_or_default();
         if let Some(name) = part_name(head) {
-            push(
-                &mut map,
-                name,
-                String::from_utf8_lossy(content).into_owned(),
-            );
+            push(&mut map, name, String::from_utf8_lossy(content).into_owned());
         }
         pos = content_end + next_part.len();
     }
@@ -287,46 +256,26 @@ mod tests {
     fn json_bodies() {
         check(None, r#"{"a": 1}"#, expect![[r#"{"a":1}"#]]);
         check(Some("application/json"), "[1,2]", expect![[r#"[1,2]"#]]);
-        check(
-            Some("application/json; charset=utf-8"),
-            "",
-            expect![[r#"{}"#]],
-        );
-        check(
-            Some("text/plain"),
-            r#"{"t":"x"}"#,
-            expect![[r#"{"t":"x"}"#]],
-        );
+        check(Some("application/json; charset=utf-8"), "", expect![[r#"{}"#]]);
+        check(Some("text/plain"), r#"{"t":"x"}"#, expect![[r#"{"t":"x"}"#]]);
         check(
             Some("application/json"),
             r#"{"a": }"#,
-            expect![[
-                r#"error: Failed to parse request body as JSON: expected value at line 1 column 7"#
-            ]],
+            expect![[r#"error: Failed to parse request body as JSON: expected value at line 1 column 7"#]],
         );
-        check(
-            None,
-            "42",
-            expect![[r#"error: Webhook body must be a JSON object or array, got a number"#]],
-        );
+        check(None, "42", expect![[r#"error: Webhook body must be a JSON object or array, got a number"#]]);
         let deep = "[".repeat(200) + &"]".repeat(200);
         check(
             None,
             &deep,
-            expect![[
-                r#"error: Failed to parse request body as JSON: recursion limit exceeded at line 1 column 128"#
-            ]],
+            expect![[r#"error: Failed to parse request body as JSON: recursion limit exceeded at line 1 column 128"#]],
         );
     }
 
     #[test]
     fn form_bodies() {
         let form = Some("Application/X-WWW-Form-Urlencoded; charset=utf-8");
-        check(
-            form,
-            "a=1&a=2&b=3",
-            expect![[r#"{"a":["1","2"],"b":["3"]}"#]],
-        );
+        check(form, "a=1&a=2&b=3", expect![[r#"{"a":["1","2"],"b":["3"]}"#]]);
         check(
             form,
             "msg=hello+world%21&x=%zz&flag&empty=&=anon",
@@ -393,14 +342,10 @@ mod tests {
             map.append(HeaderName::from_static(k), HeaderValue::from_static(v));
         }
         let (titled, lower) = header_maps(&map);
-        expect![[
-            r#"{"X-Github-Event":"push","Content-Type":"application/json","X-B3-Traceid":"1","Accept":"a, b"}"#
-        ]]
-        .assert_eq(&titled.to_string());
-        expect![[
-            r#"{"x-github-event":"push","content-type":"application/json","x-b3-traceid":"1","accept":"a, b"}"#
-        ]]
-        .assert_eq(&lower.to_string());
+        expect![[r#"{"X-Github-Event":"push","Content-Type":"application/json","X-B3-Traceid":"1","Accept":"a, b"}"#]]
+            .assert_eq(&titled.to_string());
+        expect![[r#"{"x-github-event":"push","content-type":"application/json","x-b3-traceid":"1","accept":"a, b"}"#]]
+            .assert_eq(&lower.to_string());
         assert_eq!(title_case("x-hub-signature-256"), "X-Hub-Signature-256");
     }
 

@@ -141,10 +141,7 @@ impl HookAuth {
 impl fmt::Debug for HookAuth {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mask = |s: &Option<String>| s.as_ref().map(|_| "********");
-        f.debug_struct("HookAuth")
-            .field("token", &mask(&self.token))
-            .field("secret", &mask(&self.secret))
-            .finish()
+        f.debug_struct("HookAuth").field("token", &mask(&self.token)).field("secret", &mask(&self.secret)).finish()
     }
 }
 
@@ -203,16 +200,8 @@ pub enum BindError {
 
 /// Check a listen address before binding: loopback is always fine; anything else needs
 /// authentication for webhooks unless the operator explicitly allowed it.
-pub fn check_bind(
-    addr: SocketAddr,
-    auth_configured: bool,
-    allow_insecure: bool,
-) -> Result<(), BindError> {
-    if is_loopback(addr.ip()) || auth_configured || allow_insecure {
-        Ok(())
-    } else {
-        Err(BindError::Insecure(addr))
-    }
+pub fn check_bind(addr: SocketAddr, auth_configured: bool, allow_insecure: bool) -> Result<(), BindError> {
+    if is_loopback(addr.ip()) || auth_configured || allow_insecure { Ok(()) } else { Err(BindError::Insecure(addr)) }
 }
 
 /// Loopback, including IPv4 loopback written as an IPv4-mapped IPv6 address.
@@ -226,15 +215,9 @@ fn is_loopback(ip: std::net::IpAddr) -> bool {
 /// (so `Rc` state works and no thread is started), driven whenever the caller's executor polls
 /// `serve`. On shutdown it stops accepting, lets each connection finish its request in flight
 /// for up to [`SHUTDOWN_GRACE`], then returns; connections still open are dropped with it.
-pub async fn serve(
-    listener: TcpListener,
-    ingest: Rc<dyn Ingest>,
-    cfg: HttpConfig,
-    shutdown: Receiver<()>,
-) {
+pub async fn serve(listener: TcpListener, ingest: Rc<dyn Ingest>, cfg: HttpConfig, shutdown: Receiver<()>) {
     let ex = LocalExecutor::new();
-    ex.run(accept_loop(&ex, listener, ingest, cfg, shutdown))
-        .await;
+    ex.run(accept_loop(&ex, listener, ingest, cfg, shutdown)).await;
 }
 
 async fn accept_loop(
@@ -263,12 +246,8 @@ async fn accept_loop(
         match smol::future::or(stop, next).await {
             None => break,
             Some((slot, Ok((stream, peer)))) => {
-                let conn = Connection {
-                    shared: shared.clone(),
-                    stop: stop_rx.clone(),
-                    _done: done_tx.clone(),
-                    _slot: slot,
-                };
+                let conn =
+                    Connection { shared: shared.clone(), stop: stop_rx.clone(), _done: done_tx.clone(), _slot: slot };
                 ex.spawn(conn.run(stream, peer)).detach();
             }
             Some((_, Err(_))) => {

@@ -37,13 +37,7 @@ pub(super) struct Io {
 
 impl Io {
     pub(super) fn new(stream: TcpStream, idle: Duration, stats: Rc<Stats>) -> Self {
-        Io {
-            stream,
-            idle,
-            last_progress: Instant::now(),
-            watchdog: None,
-            stats,
-        }
+        Io { stream, idle, last_progress: Instant::now(), watchdog: None, stats }
     }
 
     fn progressed(&mut self) {
@@ -56,30 +50,21 @@ impl Io {
         let Some(due) = self.last_progress.checked_add(self.idle) else {
             return Poll::Pending; // an idle limit so large it cannot be represented: never fire
         };
-        let (timer, armed_for) = self
-            .watchdog
-            .get_or_insert_with(|| (smol::Timer::at(due), due));
+        let (timer, armed_for) = self.watchdog.get_or_insert_with(|| (smol::Timer::at(due), due));
         if *armed_for != due {
             timer.set_at(due);
             *armed_for = due;
         }
         if Pin::new(timer).poll(cx).is_ready() || Instant::now() >= due {
             self.stats.idle_timeout();
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "connection idle for too long",
-            )));
+            return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "connection idle for too long")));
         }
         Poll::Pending
     }
 }
 
 impl hyper::rt::Read for Io {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        mut buf: ReadBufCursor<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, mut buf: ReadBufCursor<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let mut chunk = [0u8; READ_CHUNK];
         let want = buf.remaining().min(READ_CHUNK);
@@ -103,11 +88,7 @@ impl hyper::rt::Read for Io {
 }
 
 impl hyper::rt::Write for Io {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         match Pin::new(&mut this.stream).poll_write(cx, buf) {
             Poll::Ready(Ok(n)) => Poll::Ready(Ok(this.wrote(n))),

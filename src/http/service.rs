@@ -40,11 +40,7 @@ pub(super) struct Shared {
 
 impl Shared {
     pub(super) fn new(ingest: Rc<dyn Ingest>, cfg: HttpConfig) -> Self {
-        Shared {
-            ingest,
-            cfg,
-            stats: Rc::new(Stats::default()),
-        }
+        Shared { ingest, cfg, stats: Rc::new(Stats::default()) }
     }
 
     /// Answer one request and count it.
@@ -86,10 +82,9 @@ impl Shared {
     fn health(&self) -> Reply {
         match self.ingest.health() {
             Health::Ready => json_reply(StatusCode::OK, &json!({"status": "ok"})),
-            Health::NotReady(reason) => json_reply(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &json!({"status": "unavailable", "reason": reason}),
-            ),
+            Health::NotReady(reason) => {
+                json_reply(StatusCode::SERVICE_UNAVAILABLE, &json!({"status": "unavailable", "reason": reason}))
+            }
         }
     }
 
@@ -116,10 +111,9 @@ impl Shared {
         }
         self.stats.render(&mut text);
         let mut reply = Response::new(Full::new(Bytes::from(text)));
-        reply.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-        );
+        reply
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
         reply
     }
 
@@ -131,18 +125,12 @@ impl Shared {
             auth::check_token(token, req.headers()).map_err(auth_fault)?;
         }
         let signature = match &auth.secret {
-            Some(secret) => Some((
-                secret,
-                auth::presented_signature(req.headers()).map_err(auth_fault)?,
-            )),
+            Some(secret) => Some((secret, auth::presented_signature(req.headers()).map_err(auth_fault)?)),
             None => None,
         };
         let generic = hook == GENERIC_HOOK;
         if !generic && !self.ingest.hook_exists(&hook) {
-            return Err(fault(
-                StatusCode::NOT_FOUND,
-                &format!("Webhook {hook} not registered"),
-            ));
+            return Err(fault(StatusCode::NOT_FOUND, &format!("Webhook {hook} not registered")));
         }
         let declared = req
             .headers()
@@ -157,21 +145,15 @@ impl Shared {
             Ok(collected) => collected.to_bytes(),
             Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => return Err(too_large()),
             Err(e) => {
-                return Err(fault(
-                    StatusCode::BAD_REQUEST,
-                    &format!("Failed to read request body: {e}"),
-                ));
+                return Err(fault(StatusCode::BAD_REQUEST, &format!("Failed to read request body: {e}")));
             }
         };
         if let Some((secret, presented)) = signature {
             auth::verify_signature(secret, &raw, &presented).map_err(auth_fault)?;
         }
-        let content_type = parts
-            .headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok());
-        let parsed = body::parse_body(content_type, &raw)
-            .map_err(|e| fault(StatusCode::BAD_REQUEST, &e.to_string()))?;
+        let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+        let parsed =
+            body::parse_body(content_type, &raw).map_err(|e| fault(StatusCode::BAD_REQUEST, &e.to_string()))?;
         let stored = if generic {
             let (trigger, payload) = generic_parts(&parsed)?;
             self.ingest.trigger(&trigger, payload).await
@@ -200,18 +182,14 @@ impl Shared {
 /// The hook name from the rest of the path: percent-decoded, leading and trailing slashes
 /// stripped (`/sample/` ≡ `sample`, as rules register it).
 pub(super) fn hook_name(rest: &str) -> String {
-    body::percent_decode(rest.as_bytes())
-        .trim_matches('/')
-        .to_owned()
+    body::percent_decode(rest.as_bytes()).trim_matches('/').to_owned()
 }
 
 /// `{trigger: "<ref>", payload: {...}}` of the generic hook. A missing payload is `{}`.
 fn generic_parts(body: &Value) -> Result<(String, Value), Refusal> {
     let bad = |msg: &str| fault(StatusCode::BAD_REQUEST, msg);
     let Value::Object(map) = body else {
-        return Err(bad(
-            "Body must be an object {\"trigger\": ..., \"payload\": ...}",
-        ));
+        return Err(bad("Body must be an object {\"trigger\": ..., \"payload\": ...}"));
     };
     let trigger = match map.get("trigger") {
         Some(Value::String(t)) if !t.is_empty() => t.clone(),
@@ -229,21 +207,14 @@ fn generic_parts(body: &Value) -> Result<(String, Value), Refusal> {
 }
 
 fn only_get(req: &Request<Incoming>) -> Result<(), Refusal> {
-    if req.method() == Method::GET {
-        Ok(())
-    } else {
-        Err(method_not_allowed("GET"))
-    }
+    if req.method() == Method::GET { Ok(()) } else { Err(method_not_allowed("GET")) }
 }
 
 fn json_reply(status: StatusCode, value: &Value) -> Reply {
     let bytes = serde_json::to_vec(value).unwrap_or_default();
     let mut reply = Response::new(Full::new(Bytes::from(bytes)));
     *reply.status_mut() = status;
-    reply.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    reply.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     reply
 }
 
@@ -266,20 +237,14 @@ impl Refusal {
     fn into_reply(self) -> Reply {
         let mut reply = json_reply(self.status, &json!({ "faultstring": self.message }));
         if let Some((name, value)) = self.header {
-            reply
-                .headers_mut()
-                .insert(name, HeaderValue::from_static(value));
+            reply.headers_mut().insert(name, HeaderValue::from_static(value));
         }
         reply
     }
 }
 
 fn fault(status: StatusCode, message: &str) -> Refusal {
-    Refusal {
-        status,
-        message: message.to_owned(),
-        header: None,
-    }
+    Refusal { status, message: message.to_owned(), header: None }
 }
 
 fn method_not_allowed(allow: &'static str) -> Refusal {
@@ -287,17 +252,12 @@ fn method_not_allowed(allow: &'static str) -> Refusal {
 }
 
 fn too_large() -> Refusal {
-    fault(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        &format!("Request body exceeds the limit of {MAX_BODY_BYTES} bytes"),
-    )
+    fault(StatusCode::PAYLOAD_TOO_LARGE, &format!("Request body exceeds the limit of {MAX_BODY_BYTES} bytes"))
 }
 
 fn auth_fault(err: AuthError) -> Refusal {
     match err {
-        AuthError::Missing(msg) => {
-            fault(StatusCode::UNAUTHORIZED, msg).with_header("www-authenticate", "Bearer")
-        }
+        AuthError::Missing(msg) => fault(StatusCode::UNAUTHORIZED, msg).with_header("www-authenticate", "Bearer"),
         AuthError::Wrong(msg) => fault(StatusCode::FORBIDDEN, msg),
     }
 }
@@ -309,9 +269,7 @@ fn ingest_fault(err: &IngestError) -> Refusal {
         IngestError::Overloaded(reason) => {
             fault(StatusCode::SERVICE_UNAVAILABLE, reason).with_header("retry-after", "1")
         }
-        IngestError::Internal(_) => {
-            fault(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error")
-        }
+        IngestError::Internal(_) => fault(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error"),
     }
 }
 
@@ -386,35 +344,12 @@ impl Stats {
 
     pub(super) fn render(&self, out: &mut String) {
         let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
-            let _ = write!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
-            );
+            let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n");
         };
-        metric(
-            "packd_http_connections_open",
-            "gauge",
-            "HTTP connections currently open.",
-            self.open.get(),
-        );
-        metric(
-            "packd_http_connections_total",
-            "counter",
-            "HTTP connections accepted.",
-            self.accepted.get(),
-        );
-        metric(
-            "packd_http_received_bytes_total",
-            "counter",
-            "Bytes read from HTTP clients.",
-            self.received.get(),
-        );
-        metric(
-            "packd_http_sent_bytes_total",
-            "counter",
-            "Bytes written to HTTP clients.",
-            self.sent.get(),
-        );
+        metric("packd_http_connections_open", "gauge", "HTTP connections currently open.", self.open.get());
+        metric("packd_http_connections_total", "counter", "HTTP connections accepted.", self.accepted.get());
+        metric("packd_http_received_bytes_total", "counter", "Bytes read from HTTP clients.", self.received.get());
+        metric("packd_http_sent_bytes_total", "counter", "Bytes written to HTTP clients.", self.sent.get());
         metric(
             "packd_http_header_timeouts_total",
             "counter",
@@ -439,12 +374,7 @@ impl Stats {
             "Connections that ended with another protocol or I/O error.",
             self.other_errors.get(),
         );
-        metric(
-            "packd_http_accept_errors_total",
-            "counter",
-            "Failed accept() calls.",
-            self.accept_errors.get(),
-        );
+        metric("packd_http_accept_errors_total", "counter", "Failed accept() calls.", self.accept_errors.get());
         let _ = write!(
             out,
             "# HELP packd_http_requests_total HTTP requests answered, by status code.\n\
@@ -498,18 +428,12 @@ mod tests {
 
     #[test]
     fn generic_hook_bodies() {
-        check_generic(
-            r#"{"trigger": "pk.t", "payload": {"a": 1}}"#,
-            expect![[r#"pk.t {"a":1}"#]],
-        );
+        check_generic(r#"{"trigger": "pk.t", "payload": {"a": 1}}"#, expect![[r#"pk.t {"a":1}"#]]);
         check_generic(r#"{"trigger": "pk.t"}"#, expect![[r#"pk.t {}"#]]);
         check_generic(r#"{"payload": {}}"#, expect![[r#"400 Bad Request"#]]);
         check_generic(r#"{"trigger": ""}"#, expect![[r#"400 Bad Request"#]]);
         check_generic(r#"{"trigger": 5}"#, expect![[r#"400 Bad Request"#]]);
-        check_generic(
-            r#"{"trigger": "a.b", "payload": [1]}"#,
-            expect![[r#"400 Bad Request"#]],
-        );
+        check_generic(r#"{"trigger": "a.b", "payload": [1]}"#, expect![[r#"400 Bad Request"#]]);
         check_generic(r#"[1]"#, expect![[r#"400 Bad Request"#]]);
     }
 

@@ -21,9 +21,7 @@ use super::{Cx, str_field};
 
 /// A manifest is Attune's when it has Attune-only keys, or a `ref` and no StackStorm `name`.
 pub fn is_attune_manifest(m: &Value) -> bool {
-    ["label", "conf_schema", "runtime_deps", "requires", "meta"]
-        .iter()
-        .any(|k| m.get(k).is_some())
+    ["label", "conf_schema", "runtime_deps", "requires", "meta"].iter().any(|k| m.get(k).is_some())
         || (m.get("ref").is_some() && m.get("name").is_none())
 }
 
@@ -36,11 +34,7 @@ fn attune_ref_ok(s: &str) -> bool {
 /// Qualify a component ref with its pack (`counter` → `pack.counter`); a ref of another pack
 /// (`core.echo`) is kept as is.
 fn qualify(pack: &str, r: &str) -> String {
-    if r.contains('.') {
-        r.to_string()
-    } else {
-        format!("{pack}.{r}")
-    }
+    if r.contains('.') { r.to_string() } else { format!("{pack}.{r}") }
 }
 
 /// The component's own ref, which must belong to this pack.
@@ -57,10 +51,7 @@ fn own_ref(v: &Value, pack: &str, d: &mut FileDiags) -> Option<(String, String)>
     match full.strip_prefix(&format!("{pack}.")) {
         Some(name) if !name.is_empty() => Some((full.clone(), name.to_string())),
         _ => {
-            d.error(
-                "ref",
-                format!("{r:?} must start with the pack ref {pack:?} followed by a dot"),
-            );
+            d.error("ref", format!("{r:?} must start with the pack ref {pack:?} followed by a dot"));
             None
         }
     }
@@ -71,20 +62,14 @@ fn enabled(v: &Value, default: bool, d: &mut FileDiags) -> bool {
         None | Some(Value::Null) => default,
         Some(Value::Bool(b)) => *b,
         Some(other) => {
-            d.warn(
-                "enabled",
-                format!("must be true or false, found {other}; using {default}"),
-            );
+            d.warn("enabled", format!("must be true or false, found {other}; using {default}"));
             default
         }
     }
 }
 
 fn description(v: &Value) -> String {
-    str_field(v, "description")
-        .or_else(|| str_field(v, "label"))
-        .unwrap_or_default()
-        .to_string()
+    str_field(v, "description").or_else(|| str_field(v, "label")).unwrap_or_default().to_string()
 }
 
 pub fn load(cx: &mut Cx, manifest: Doc) -> Option<Pack> {
@@ -100,7 +85,10 @@ pub fn load(cx: &mut Cx, manifest: Doc) -> Option<Pack> {
         return None;
     };
     if !attune_ref_ok(&ref_) {
-        d.error("ref", format!("{ref_:?} must start with a lowercase letter and contain only a-z, 0-9, _ and - (no dots)"));
+        d.error(
+            "ref",
+            format!("{ref_:?} must start with a lowercase letter and contain only a-z, 0-9, _ and - (no dots)"),
+        );
         return None;
     }
     if ref_ == "_global" {
@@ -227,10 +215,7 @@ fn timeout(v: &Value, d: &mut FileDiags) -> Option<u64> {
             match t.as_u64().filter(|t| *t > 0) {
                 Some(t) => return Some(t),
                 None => {
-                    d.error(
-                        k,
-                        format!("must be a positive whole number of seconds, found {t}"),
-                    );
+                    d.error(k, format!("must be a positive whole number of seconds, found {t}"));
                     return None;
                 }
             }
@@ -245,10 +230,7 @@ fn io(v: &Value, d: &mut FileDiags) -> Option<AttuneIo> {
             None | Some(Value::Null) => Some(default.to_string()),
             Some(Value::String(s)) if allowed.contains(&s.as_str()) => Some(s.clone()),
             Some(other) => {
-                d.error(
-                    k,
-                    format!("must be one of {}, found {other}", allowed.join(", ")),
-                );
+                d.error(k, format!("must be one of {}, found {other}", allowed.join(", ")));
                 None
             }
         }
@@ -256,12 +238,7 @@ fn io(v: &Value, d: &mut FileDiags) -> Option<AttuneIo> {
     Some(AttuneIo {
         delivery: pick("parameter_delivery", &["stdin", "file"], "stdin", d)?,
         format: pick("parameter_format", &["json", "dotenv", "yaml"], "json", d)?,
-        output_format: pick(
-            "output_format",
-            &["text", "json", "yaml", "jsonl"],
-            "text",
-            d,
-        )?,
+        output_format: pick("output_format", &["text", "json", "yaml", "jsonl"], "text", d)?,
     })
 }
 
@@ -270,11 +247,7 @@ fn action(cx: &mut Cx, doc: &Doc, f: &Path, pack: &str) -> Option<Action> {
     let root = cx.root.clone();
     let mut wf_path = None;
     let action = {
-        let mut d = FileDiags {
-            file: f,
-            doc: Some(doc),
-            out: &mut cx.diags,
-        };
+        let mut d = FileDiags { file: f, doc: Some(doc), out: &mut cx.diags };
         if !v.is_object() {
             d.error("", "an action file must be a mapping");
             return None;
@@ -292,10 +265,7 @@ fn action(cx: &mut Cx, doc: &Doc, f: &Path, pack: &str) -> Option<Action> {
                     Runner::AttuneWorkflow
                 }
                 Ok(_) => {
-                    d.error(
-                        "workflow_file",
-                        format!("{wf:?} must be under actions/workflows/"),
-                    );
+                    d.error("workflow_file", format!("{wf:?} must be under actions/workflows/"));
                     return None;
                 }
                 Err(e) => {
@@ -308,7 +278,10 @@ fn action(cx: &mut Cx, doc: &Doc, f: &Path, pack: &str) -> Option<Action> {
             match Runner::from_attune(rt) {
                 Some(r) => r,
                 None => {
-                    d.error("runner_type", format!("unsupported runtime {rt:?}; packd runs shell, python, node and native actions"));
+                    d.error(
+                        "runner_type",
+                        format!("unsupported runtime {rt:?}; packd runs shell, python, node and native actions"),
+                    );
                     return None;
                 }
             }
@@ -317,10 +290,7 @@ fn action(cx: &mut Cx, doc: &Doc, f: &Path, pack: &str) -> Option<Action> {
             None
         } else {
             let Some(entry) = str_field(v, "entry_point") else {
-                d.error(
-                    "entry_point",
-                    "is required (the script, relative to actions/)",
-                );
+                d.error("entry_point", "is required (the script, relative to actions/)");
                 return None;
             };
             match cx_resolve(&root, &root.join("actions"), entry) {
@@ -340,12 +310,8 @@ fn action(cx: &mut Cx, doc: &Doc, f: &Path, pack: &str) -> Option<Action> {
             runner,
             entry_point,
             parameters,
-            output_schema: Some(json_schema_of(
-                v,
-                &["output", "output_schema", "out_schema"],
-                &mut d,
-            ))
-            .filter(|s| s != &json!({})),
+            output_schema: Some(json_schema_of(v, &["output", "output_schema", "out_schema"], &mut d))
+                .filter(|s| s != &json!({})),
             timeout: timeout(v, &mut d),
             workflow: None,
             attune: Some(io(v, &mut d)?),
@@ -361,11 +327,7 @@ fn action(cx: &mut Cx, doc: &Doc, f: &Path, pack: &str) -> Option<Action> {
 
 fn standalone_workflow(cx: &mut Cx, doc: &Doc, f: &Path, pack: &str) -> Option<Action> {
     let v = &doc.value;
-    let mut d = FileDiags {
-        file: f,
-        doc: Some(doc),
-        out: &mut cx.diags,
-    };
+    let mut d = FileDiags { file: f, doc: Some(doc), out: &mut cx.diags };
     let (ref_, name) = own_ref(v, pack, &mut d)?;
     if v.get("tasks").is_none() {
         d.error("tasks", "is required in a workflow");
@@ -382,11 +344,7 @@ fn standalone_workflow(cx: &mut Cx, doc: &Doc, f: &Path, pack: &str) -> Option<A
         parameters: schema_of(v, &["parameters"], &mut d),
         output_schema: None,
         timeout: timeout(v, &mut d),
-        workflow: Some(Workflow {
-            kind: WorkflowKind::Attune,
-            file: f.to_path_buf(),
-            definition: v.clone(),
-        }),
+        workflow: Some(Workflow { kind: WorkflowKind::Attune, file: f.to_path_buf(), definition: v.clone() }),
         attune: None,
         metadata_file: f.to_path_buf(),
     })
@@ -407,11 +365,7 @@ fn trigger(v: &Value, pack: &str, f: &Path, d: &mut FileDiags) -> Option<Trigger
         pack: pack.to_string(),
         name,
         description: description(v),
-        parameters_schema: json_schema_of(
-            v,
-            &["parameters", "parameters_schema", "param_schema"],
-            d,
-        ),
+        parameters_schema: json_schema_of(v, &["parameters", "parameters_schema", "param_schema"], d),
         payload_schema: json_schema_of(v, &["output", "payload_schema", "out_schema"], d),
         metadata_file: f.to_path_buf(),
     })
@@ -455,18 +409,11 @@ fn rule(v: &Value, pack: &str, f: &Path, d: &mut FileDiags) -> Option<Rule> {
     if !super::check_trigger_parameters(&trigger, &trigger_parameters, "trigger_params", d) {
         return None;
     }
-    let conditions = v
-        .get("conditions")
-        .or_else(|| v.get("criteria"))
-        .cloned()
-        .unwrap_or(Value::Null);
+    let conditions = v.get("conditions").or_else(|| v.get("criteria")).cloned().unwrap_or(Value::Null);
     match &conditions {
         Value::Null | Value::Object(_) | Value::Array(_) => {}
         other => {
-            d.error(
-                "conditions",
-                format!("must be a mapping or a list, found {other}"),
-            );
+            d.error("conditions", format!("must be a mapping or a list, found {other}"));
             return None;
         }
     }
@@ -532,17 +479,12 @@ fn sensor(v: &Value, pack: &str, root: &Path, f: &Path, d: &mut FileDiags) -> Op
         }
         (_, Some(Value::String(s))) => trigger_types.push(qualify(pack, s)),
         _ => {
-            d.error(
-                "trigger_types",
-                "is required: the triggers this sensor emits",
-            );
+            d.error("trigger_types", "is required: the triggers this sensor emits");
             return None;
         }
     }
     let kind = match str_field(v, "runner_type").unwrap_or("native") {
-        "python" | "python3" if entry.ends_with(".py") && str_field(v, "class_name").is_some() => {
-            SensorKind::St2Python
-        }
+        "python" | "python3" if entry.ends_with(".py") && str_field(v, "class_name").is_some() => SensorKind::St2Python,
         _ => SensorKind::JsonLines,
     };
     Some(Sensor {
@@ -581,46 +523,29 @@ fn policy(v: &Value, pack: &str, f: &Path, d: &mut FileDiags) -> Option<Policy> 
             Some("enqueue") | None => false,
             Some("cancel") => true,
             Some(other) => {
-                d.error(
-                    "concurrency.method",
-                    format!("must be enqueue or cancel, found {other:?}"),
-                );
+                d.error("concurrency.method", format!("must be enqueue or cancel, found {other:?}"));
                 return None;
             }
         };
         let attributes = c
             .get("parameters")
             .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(Value::as_str)
-                    .map(str::to_string)
-                    .collect()
-            })
+            .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
             .unwrap_or_default();
-        kinds.push(PolicyKind::Concurrency {
-            threshold,
-            cancel,
-            attributes,
-        });
+        kinds.push(PolicyKind::Concurrency { threshold, cancel, attributes });
     }
     if let Some(r) = v.get("rate_limit").filter(|r| !r.is_null()) {
         let max_executions = positive(r.get("max_executions"), "rate_limit.max_executions", d)?;
         let window_seconds = positive(r.get("window_seconds"), "rate_limit.window_seconds", d)?;
-        kinds.push(PolicyKind::RateLimit {
-            max_executions,
-            window_seconds,
-        });
+        kinds.push(PolicyKind::RateLimit { max_executions, window_seconds });
     }
     if let Some(Value::Array(quotas)) = v.get("quotas") {
         for (i, q) in quotas.iter().enumerate() {
             let limit = positive(q.get("limit"), &format!("quotas.{i}.limit"), d)?;
             match str_field(q, "quota_type") {
-                Some("running_executions") => kinds.push(PolicyKind::Concurrency {
-                    threshold: limit,
-                    cancel: false,
-                    attributes: Vec::new(),
-                }),
+                Some("running_executions") => {
+                    kinds.push(PolicyKind::Concurrency { threshold: limit, cancel: false, attributes: Vec::new() })
+                }
                 other => d.warn(
                     &format!("quotas.{i}.quota_type"),
                     format!("{other:?} is not enforced by packd (only running_executions is)"),
@@ -629,10 +554,7 @@ fn policy(v: &Value, pack: &str, f: &Path, d: &mut FileDiags) -> Option<Policy> 
         }
     }
     if kinds.is_empty() {
-        d.error(
-            "",
-            "a policy must set at least one of concurrency, rate_limit or quotas",
-        );
+        d.error("", "a policy must set at least one of concurrency, rate_limit or quotas");
         return None;
     }
     let resource = str_field(v, "action_ref").map(|a| qualify(pack, a));
@@ -640,10 +562,7 @@ fn policy(v: &Value, pack: &str, f: &Path, d: &mut FileDiags) -> Option<Policy> 
     Some(Policy {
         ref_,
         pack: pack.to_string(),
-        name: str_field(v, "name")
-            .or_else(|| str_field(v, "label"))
-            .unwrap_or(&name)
-            .to_string(),
+        name: str_field(v, "name").or_else(|| str_field(v, "label")).unwrap_or(&name).to_string(),
         enabled: enabled(v, true, d),
         resource,
         kinds,
@@ -668,24 +587,14 @@ mod tests {
         let loaded = super::super::load_pack(&root, &[]);
         let mut out = String::new();
         if let Some(p) = &loaded.pack {
-            out.push_str(&format!(
-                "{} {} {}\n",
-                p.ref_,
-                p.version,
-                p.dialect.as_str()
-            ));
+            out.push_str(&format!("{} {} {}\n", p.ref_, p.version, p.dialect.as_str()));
             for a in &p.actions {
                 let names: Vec<String> = a
                     .parameters
                     .params
                     .iter()
                     .map(|p| {
-                        format!(
-                            "{}{}{}",
-                            p.name,
-                            if p.required { "!" } else { "" },
-                            if p.secret { "*" } else { "" }
-                        )
+                        format!("{}{}{}", p.name, if p.required { "!" } else { "" }, if p.secret { "*" } else { "" })
                     })
                     .collect();
                 out.push_str(&format!(
@@ -704,18 +613,12 @@ mod tests {
                 ));
             }
             for r in &p.rules {
-                out.push_str(&format!(
-                    "rule {} {} -> {} {:?}\n",
-                    r.ref_, r.trigger, r.action, r.matcher
-                ));
+                out.push_str(&format!("rule {} {} -> {} {:?}\n", r.ref_, r.trigger, r.action, r.matcher));
             }
         }
         for d in &loaded.diagnostics {
             let s = d.to_string();
-            out.push_str(&format!(
-                "{}\n",
-                s.rsplit_once("demo/").map(|x| x.1).unwrap_or(&s)
-            ));
+            out.push_str(&format!("{}\n", s.rsplit_once("demo/").map(|x| x.1).unwrap_or(&s)));
         }
         expect.assert_eq(&out);
     }
@@ -768,14 +671,8 @@ mod tests {
             &[
                 ("pack.yaml", "ref: demo\nlabel: Demo\nversion: 1.0.0\n"),
                 ("actions/foreign.yaml", "ref: other.x\nentry_point: x.sh\n"),
-                (
-                    "actions/escape.yaml",
-                    "ref: escape\nentry_point: ../../bin/sh\n",
-                ),
-                (
-                    "actions/java.yaml",
-                    "ref: j\nrunner_type: java\nentry_point: x.jar\n",
-                ),
+                ("actions/escape.yaml", "ref: escape\nentry_point: ../../bin/sh\n"),
+                ("actions/java.yaml", "ref: j\nrunner_type: java\nentry_point: x.jar\n"),
                 ("policies/empty.yaml", "ref: p\n"),
             ],
             expect![[r#"

@@ -65,12 +65,7 @@ impl FileDiags<'_> {
     /// Report at `field`, a dotted path (`parameters.cmd.type`) into the document.
     pub fn at(&mut self, severity: Severity, field: &str, message: impl Into<String>) {
         let pos = self.doc.and_then(|d| d.pos(&pointer_of(field)));
-        self.push(
-            severity,
-            (!field.is_empty()).then(|| field.to_string()),
-            pos,
-            message.into(),
-        );
+        self.push(severity, (!field.is_empty()).then(|| field.to_string()), pos, message.into());
     }
 
     pub fn error(&mut self, field: &str, message: impl Into<String>) {
@@ -81,13 +76,7 @@ impl FileDiags<'_> {
         self.at(Severity::Warning, field, message);
     }
 
-    pub fn push(
-        &mut self,
-        severity: Severity,
-        field: Option<String>,
-        pos: Option<Pos>,
-        message: String,
-    ) {
+    pub fn push(&mut self, severity: Severity, field: Option<String>, pos: Option<Pos>, message: String) {
         self.out.push(Diagnostic {
             severity,
             file: self.file.to_path_buf(),
@@ -124,11 +113,7 @@ fn pointer_of(field: &str) -> String {
 
 /// Join a parent field path and a key, quoting keys that contain dots.
 pub fn join(parent: &str, key: &str) -> String {
-    let seg = if key.contains('.') || key.contains('[') {
-        format!("[\"{key}\"]")
-    } else {
-        key.to_string()
-    };
+    let seg = if key.contains('.') || key.contains('[') { format!("[\"{key}\"]") } else { key.to_string() };
     if parent.is_empty() {
         seg
     } else if seg.starts_with('[') {
@@ -146,10 +131,7 @@ mod tests {
     fn pointers() {
         assert_eq!(pointer_of("parameters.cmd.type"), "/parameters/cmd/type");
         assert_eq!(pointer_of("chain.0.name"), "/chain/0/name");
-        assert_eq!(
-            pointer_of(&join("criteria", "trigger.body.x")),
-            "/criteria/trigger.body.x"
-        );
+        assert_eq!(pointer_of(&join("criteria", "trigger.body.x")), "/criteria/trigger.body.x");
         assert_eq!(join("", "a"), "a");
     }
 }

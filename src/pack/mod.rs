@@ -48,10 +48,7 @@ pub struct LoadedPack {
 
 impl LoadedPack {
     pub fn errors(&self) -> usize {
-        self.diagnostics
-            .iter()
-            .filter(|d| d.severity == Severity::Error)
-            .count()
+        self.diagnostics.iter().filter(|d| d.severity == Severity::Error).count()
     }
 }
 
@@ -61,17 +58,12 @@ impl LoadedPack {
 pub fn load_dirs(dirs: &[PathBuf], opts: &LoadOptions) -> Vec<LoadedPack> {
     let mut out: Vec<LoadedPack> = Vec::new();
     for dir in dirs {
-        let config_dirs = if opts.config_dirs.is_empty() {
-            vec![dir.join("..").join("configs")]
-        } else {
-            opts.config_dirs.clone()
-        };
+        let config_dirs =
+            if opts.config_dirs.is_empty() { vec![dir.join("..").join("configs")] } else { opts.config_dirs.clone() };
         for pack_dir in pack_dirs(dir, &mut out) {
             let mut loaded = load_pack(&pack_dir, &config_dirs);
             if let Some(p) = &loaded.pack
-                && let Some(first) = out
-                    .iter()
-                    .find(|o| o.pack.as_ref().is_some_and(|q| q.ref_ == p.ref_))
+                && let Some(first) = out.iter().find(|o| o.pack.as_ref().is_some_and(|q| q.ref_ == p.ref_))
             {
                 loaded.diagnostics.push(Diagnostic {
                     severity: Severity::Error,
@@ -145,11 +137,7 @@ pub fn load_pack(dir: &Path, config_dirs: &[PathBuf]) -> LoadedPack {
         p.digest = cx.digest();
         p
     });
-    LoadedPack {
-        dir: dir.to_path_buf(),
-        pack,
-        diagnostics: cx.diags,
-    }
+    LoadedPack { dir: dir.to_path_buf(), pack, diagnostics: cx.diags }
 }
 
 /// Loading context for one pack: its root, diagnostics, and the digest of what was read.
@@ -188,13 +176,7 @@ impl Cx {
     }
 
     /// A diagnostic about a whole file (no field).
-    pub fn file_error(
-        &mut self,
-        file: &Path,
-        severity: Severity,
-        message: String,
-        pos: Option<yaml::Pos>,
-    ) {
+    pub fn file_error(&mut self, file: &Path, severity: Severity, message: String, pos: Option<yaml::Pos>) {
         self.diags.push(Diagnostic {
             severity,
             file: file.to_path_buf(),
@@ -207,11 +189,7 @@ impl Cx {
 
     /// Diagnostics sink for fields of `file`.
     pub fn at<'a>(&'a mut self, file: &'a Path, doc: Option<&'a Doc>) -> FileDiags<'a> {
-        FileDiags {
-            file,
-            doc,
-            out: &mut self.diags,
-        }
+        FileDiags { file, doc, out: &mut self.diags }
     }
 
     /// Read and parse one metadata file, refusing symlinks that leave the pack. Problems are
@@ -227,10 +205,7 @@ impl Cx {
     }
 
     fn read_checked(&mut self, file: &Path, inside: bool) -> Option<Doc> {
-        if let Err(msg) = self
-            .check_inside(file)
-            .or_else(|e| if inside { Err(e) } else { Ok(()) })
-        {
+        if let Err(msg) = self.check_inside(file).or_else(|e| if inside { Err(e) } else { Ok(()) }) {
             self.file_error(file, Severity::Error, msg, None);
             return None;
         }
@@ -287,10 +262,7 @@ impl Cx {
     fn check_inside(&self, path: &Path) -> Result<(), String> {
         match fs::canonicalize(path) {
             Ok(c) if c.starts_with(&self.canon_root) => Ok(()),
-            Ok(c) => Err(format!(
-                "refused: resolves to {} outside the pack (symlink)",
-                c.display()
-            )),
+            Ok(c) => Err(format!("refused: resolves to {} outside the pack (symlink)", c.display())),
             Err(e) => Err(format!("cannot read: {e}")),
         }
     }
@@ -307,11 +279,7 @@ impl Cx {
             return Err("contains a NUL byte".into());
         }
         let base = std::path::absolute(base).unwrap_or_else(|_| base.to_path_buf());
-        let joined = if Path::new(rel).is_absolute() {
-            PathBuf::from(rel)
-        } else {
-            base.join(rel)
-        };
+        let joined = if Path::new(rel).is_absolute() { PathBuf::from(rel) } else { base.join(rel) };
         let mut norm = PathBuf::new();
         for c in joined.components() {
             match c {
@@ -329,8 +297,7 @@ impl Cx {
             return Err(format!("{rel:?} points outside the pack directory"));
         }
         if norm.exists() {
-            self.check_inside(&norm)
-                .map_err(|m| format!("{rel:?}: {m}"))?;
+            self.check_inside(&norm).map_err(|m| format!("{rel:?}: {m}"))?;
         }
         // Spell it under the root as the user gave it, so diagnostics show familiar paths.
         Ok(match norm.strip_prefix(&self.abs_root) {
@@ -350,14 +317,8 @@ impl Cx {
             .map(|e| e.path())
             .filter(|p| {
                 matches!(p.extension().and_then(OsStr::to_str), Some("yaml" | "yml"))
-                    && !p
-                        .file_name()
-                        .and_then(OsStr::to_str)
-                        .unwrap_or("")
-                        .starts_with('.')
-                    && fs::symlink_metadata(p)
-                        .map(|m| !m.is_dir())
-                        .unwrap_or(false)
+                    && !p.file_name().and_then(OsStr::to_str).unwrap_or("").starts_with('.')
+                    && fs::symlink_metadata(p).map(|m| !m.is_dir()).unwrap_or(false)
             })
             .collect();
         files.sort();
@@ -386,22 +347,14 @@ pub(crate) fn check_trigger_parameters(
         if let Err(e) = crate::timers::TimerSpec::parse(trigger, params) {
             let msg = e.to_string();
             let (f, msg) = match e.field_name() {
-                Some(n) => (
-                    diag::join(field, n),
-                    msg.strip_prefix(&format!("{n}: "))
-                        .unwrap_or(&msg)
-                        .to_string(),
-                ),
+                Some(n) => (diag::join(field, n), msg.strip_prefix(&format!("{n}: ")).unwrap_or(&msg).to_string()),
                 None => (field.to_string(), msg.clone()),
             };
             d.error(&f, msg);
             return false;
         }
     } else if trigger == crate::registry::WEBHOOK_TRIGGER
-        && params
-            .get("url")
-            .and_then(serde_json::Value::as_str)
-            .is_none_or(|u| u.trim_matches('/').is_empty())
+        && params.get("url").and_then(serde_json::Value::as_str).is_none_or(|u| u.trim_matches('/').is_empty())
     {
         d.error(
             &diag::join(field, "url"),

@@ -56,9 +56,7 @@ pub struct Pack {
 
 impl Pack {
     pub fn action(&self, name_or_ref: &str) -> Option<&Action> {
-        self.actions
-            .iter()
-            .find(|a| a.ref_ == name_or_ref || a.name == name_or_ref)
+        self.actions.iter().find(|a| a.ref_ == name_or_ref || a.name == name_or_ref)
     }
 }
 
@@ -166,10 +164,7 @@ impl Runner {
     }
 
     pub fn is_workflow(&self) -> bool {
-        matches!(
-            self,
-            Runner::ActionChain | Runner::Orquesta | Runner::AttuneWorkflow
-        )
+        matches!(self, Runner::ActionChain | Runner::Orquesta | Runner::AttuneWorkflow)
     }
 }
 
@@ -332,18 +327,7 @@ pub struct Policy {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum PolicyKind {
-    Concurrency {
-        threshold: u64,
-        cancel: bool,
-        attributes: Vec<String>,
-    },
-    Retry {
-        on_timeout: bool,
-        max_retry_count: u64,
-        delay: f64,
-    },
-    RateLimit {
-        max_executions: u64,
-        window_seconds: u64,
-    },
+    Concurrency { threshold: u64, cancel: bool, attributes: Vec<String> },
+    Retry { on_timeout: bool, max_retry_count: u64, delay: f64 },
+    RateLimit { max_executions: u64, window_seconds: u64 },
 }

@@ -58,9 +58,7 @@ const PARAM_KEYS: &[&str] = &[
 /// Nested definitions (inside `properties`, `items`, …) also allow `format` (st2 `custom.json`).
 const NESTED_EXTRA_KEYS: &[&str] = &["format"];
 
-const TYPES: &[&str] = &[
-    "array", "boolean", "integer", "null", "number", "object", "string",
-];
+const TYPES: &[&str] = &["array", "boolean", "integer", "null", "number", "object", "string"];
 
 /// Deepest nesting of schema definitions walked. Real schemas nest 4 levels; the YAML depth cap
 /// already bounds this, the constant keeps the walk's recursion explicit.
@@ -133,10 +131,7 @@ impl ParamSchema {
     }
 
     pub fn secret_names(&self) -> impl Iterator<Item = &str> {
-        self.params
-            .iter()
-            .filter(|p| p.secret)
-            .map(|p| p.name.as_str())
+        self.params.iter().filter(|p| p.secret).map(|p| p.name.as_str())
     }
 
     /// Read a flat map (`name: {type: …}`), reporting unknown keywords as warnings (StackStorm
@@ -146,25 +141,14 @@ impl ParamSchema {
         let mut params = Vec::new();
         let Some(obj) = map.as_object() else {
             if !map.is_null() {
-                d.error(
-                    field,
-                    format!(
-                        "must be a mapping of parameter names to definitions, found {}",
-                        kind(map)
-                    ),
-                );
+                d.error(field, format!("must be a mapping of parameter names to definitions, found {}", kind(map)));
             }
             return ParamSchema::default();
         };
         for (name, def) in obj {
             let f = join(field, name);
             if name.is_empty() || !name.chars().all(|c| c.is_alphanumeric() || c == '_') {
-                d.error(
-                    &f,
-                    format!(
-                        "parameter name {name:?} is invalid: only letters, digits and _ are allowed"
-                    ),
-                );
+                d.error(&f, format!("parameter name {name:?} is invalid: only letters, digits and _ are allowed"));
                 continue;
             }
             match param_from_def(name, def, &f, d) {
@@ -183,10 +167,7 @@ impl ParamSchema {
             .and_then(Value::as_array)
             .map(|a| a.iter().filter_map(Value::as_str).collect())
             .unwrap_or_default();
-        let props = schema
-            .get("properties")
-            .cloned()
-            .unwrap_or(Value::Object(Map::new()));
+        let props = schema.get("properties").cloned().unwrap_or(Value::Object(Map::new()));
         let mut out = ParamSchema::from_flat(&props, &join(field, "properties"), d);
         for p in &mut out.params {
             if required.contains(&p.name.as_str()) {
@@ -208,19 +189,13 @@ impl ParamSchema {
     /// Runner parameters overlaid by the action's own, as st2 merges them. Only `default`,
     /// `description`, `enum`, `immutable` and `required` may be overridden; a different `type`
     /// is reported (st2 refuses it) and the runner's type kept.
-    pub fn overlay(
-        runner: ParamSchema,
-        action: ParamSchema,
-        field: &str,
-        d: &mut FileDiags,
-    ) -> ParamSchema {
+    pub fn overlay(runner: ParamSchema, action: ParamSchema, field: &str, d: &mut FileDiags) -> ParamSchema {
         let mut params = runner.params;
         for a in action.params {
             match params.iter_mut().find(|p| p.name == a.name) {
                 Some(r) => {
                     let explicit = a.def.as_object().cloned().unwrap_or_default();
-                    if let (Some(Some(at)), Some(rt)) =
-                        (explicit.get("type").map(|t| t.as_str()), r.ty)
+                    if let (Some(Some(at)), Some(rt)) = (explicit.get("type").map(|t| t.as_str()), r.ty)
                         && ParamType::parse(at) != Some(rt)
                     {
                         d.warn(
@@ -262,30 +237,21 @@ impl ParamSchema {
 
     /// st2: positions must be unique and contiguous.
     pub fn check_positions(&self, field: &str, d: &mut FileDiags) -> bool {
-        let mut pos: Vec<(u32, &str)> = self
-            .params
-            .iter()
-            .filter_map(|p| p.position.map(|x| (x, p.name.as_str())))
-            .collect();
+        let mut pos: Vec<(u32, &str)> =
+            self.params.iter().filter_map(|p| p.position.map(|x| (x, p.name.as_str()))).collect();
         pos.sort();
         for w in pos.windows(2) {
             if w[0].0 == w[1].0 {
                 d.error(
                     &join(&join(field, w[1].1), "position"),
-                    format!(
-                        "position {} is used by both {:?} and {:?}",
-                        w[0].0, w[0].1, w[1].1
-                    ),
+                    format!("position {} is used by both {:?} and {:?}", w[0].0, w[0].1, w[1].1),
                 );
                 return false;
             }
             if w[1].0 != w[0].0 + 1 {
                 d.error(
                     &join(&join(field, w[1].1), "position"),
-                    format!(
-                        "positions are not contiguous: {} follows {}",
-                        w[1].0, w[0].0
-                    ),
+                    format!("positions are not contiguous: {} follows {}", w[1].0, w[0].0),
                 );
                 return false;
             }
@@ -303,10 +269,7 @@ impl ParamSchema {
             let mut def = p.def.as_object().cloned().unwrap_or_default();
             def.remove("required");
             if p.ty.is_none() && !def.contains_key("anyOf") {
-                def.insert(
-                    "anyOf".into(),
-                    Value::Array(TYPES.iter().map(|t| json!({ "type": t })).collect()),
-                );
+                def.insert("anyOf".into(), Value::Array(TYPES.iter().map(|t| json!({ "type": t })).collect()));
             }
             if p.required {
                 required.push(Value::String(p.name.clone()));
@@ -314,10 +277,7 @@ impl ParamSchema {
             props.insert(p.name.clone(), Value::Object(def));
         }
         let mut schema = Map::new();
-        schema.insert(
-            "$schema".into(),
-            json!("http://json-schema.org/draft-04/schema#"),
-        );
+        schema.insert("$schema".into(), json!("http://json-schema.org/draft-04/schema#"));
         schema.insert("type".into(), json!("object"));
         schema.insert("properties".into(), Value::Object(props));
         if !required.is_empty() {
@@ -352,8 +312,7 @@ impl ParamSchema {
 }
 
 fn is_json_schema_object(v: &Value) -> bool {
-    v.get("type").and_then(Value::as_str) == Some("object")
-        && v.get("properties").is_some_and(Value::is_object)
+    v.get("type").and_then(Value::as_str) == Some("object") && v.get("properties").is_some_and(Value::is_object)
 }
 
 fn kind(v: &Value) -> &'static str {
@@ -373,13 +332,7 @@ fn param_from_def(name: &str, def: &Value, field: &str, d: &mut FileDiags) -> Op
         Value::Object(o) => o,
         Value::Null => &empty,
         other => {
-            d.error(
-                field,
-                format!(
-                    "parameter definition must be a mapping, found {}",
-                    kind(other)
-                ),
-            );
+            d.error(field, format!("parameter definition must be a mapping, found {}", kind(other)));
             return None;
         }
     };
@@ -389,25 +342,16 @@ fn param_from_def(name: &str, def: &Value, field: &str, d: &mut FileDiags) -> Op
         Some(Value::String(t)) => match ParamType::parse(t) {
             Some(t) => Some(t),
             None => {
-                d.error(
-                    &join(field, "type"),
-                    format!("unknown type {t:?}; expected one of {}", TYPES.join(", ")),
-                );
+                d.error(&join(field, "type"), format!("unknown type {t:?}; expected one of {}", TYPES.join(", ")));
                 return None;
             }
         },
         Some(Value::Array(_)) => {
-            d.warn(
-                &join(field, "type"),
-                "a list of types is not allowed for a parameter; treated as any type",
-            );
+            d.warn(&join(field, "type"), "a list of types is not allowed for a parameter; treated as any type");
             None
         }
         Some(other) => {
-            d.error(
-                &join(field, "type"),
-                format!("must be a string, found {}", kind(other)),
-            );
+            d.error(&join(field, "type"), format!("must be a string, found {}", kind(other)));
             return None;
         }
     };
@@ -415,13 +359,7 @@ fn param_from_def(name: &str, def: &Value, field: &str, d: &mut FileDiags) -> Op
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => *b,
         Some(other) => {
-            d.warn(
-                &join(field, k),
-                format!(
-                    "must be true or false, found {}; treated as false",
-                    kind(other)
-                ),
-            );
+            d.warn(&join(field, k), format!("must be true or false, found {}; treated as false", kind(other)));
             false
         }
     };
@@ -430,26 +368,17 @@ fn param_from_def(name: &str, def: &Value, field: &str, d: &mut FileDiags) -> Op
     let immutable = flag("immutable", d);
     let position = match obj.get("position") {
         None | Some(Value::Null) => None,
-        Some(v) => match v.as_u64().or_else(|| {
-            v.as_f64()
-                .filter(|f| *f >= 0.0 && f.fract() == 0.0)
-                .map(|f| f as u64)
-        }) {
-            Some(p) if p <= u32::MAX as u64 => Some(p as u32),
-            _ => {
-                d.error(
-                    &join(field, "position"),
-                    format!("must be a whole number ≥ 0, found {v}"),
-                );
-                return None;
+        Some(v) => {
+            match v.as_u64().or_else(|| v.as_f64().filter(|f| *f >= 0.0 && f.fract() == 0.0).map(|f| f as u64)) {
+                Some(p) if p <= u32::MAX as u64 => Some(p as u32),
+                _ => {
+                    d.error(&join(field, "position"), format!("must be a whole number ≥ 0, found {v}"));
+                    return None;
+                }
             }
-        },
+        }
     };
-    let description = obj
-        .get("description")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
+    let description = obj.get("description").and_then(Value::as_str).unwrap_or_default().to_string();
     Some(Param {
         name: name.to_string(),
         ty,
@@ -465,30 +394,23 @@ fn param_from_def(name: &str, def: &Value, field: &str, d: &mut FileDiags) -> Op
 
 /// Warn about keywords StackStorm's meta-schema does not allow, recursing into nested
 /// definitions.
-fn check_def_keys(
-    obj: &Map<String, Value>,
-    field: &str,
-    nested: bool,
-    depth: usize,
-    d: &mut FileDiags,
-) {
+fn check_def_keys(obj: &Map<String, Value>, field: &str, nested: bool, depth: usize, d: &mut FileDiags) {
     if depth > MAX_SCHEMA_DEPTH {
-        d.warn(
-            field,
-            format!("schema nests deeper than {MAX_SCHEMA_DEPTH} levels; not checked further"),
-        );
+        d.warn(field, format!("schema nests deeper than {MAX_SCHEMA_DEPTH} levels; not checked further"));
         return;
     }
     for (k, v) in obj {
-        let known =
-            PARAM_KEYS.contains(&k.as_str()) || (nested && NESTED_EXTRA_KEYS.contains(&k.as_str()));
+        let known = PARAM_KEYS.contains(&k.as_str()) || (nested && NESTED_EXTRA_KEYS.contains(&k.as_str()));
         if !known {
             let hint = match k.as_str() {
                 "item" => " (did you mean \"items\"?)",
                 "$ref" => " ($ref is not followed: packd never loads schemas from elsewhere)",
                 _ => "",
             };
-            d.warn(&join(field, k), format!("unknown key {k:?} in a parameter definition; StackStorm rejects it, packd ignores it{hint}"));
+            d.warn(
+                &join(field, k),
+                format!("unknown key {k:?} in a parameter definition; StackStorm rejects it, packd ignores it{hint}"),
+            );
             continue;
         }
         match (k.as_str(), v) {
@@ -505,13 +427,7 @@ fn check_def_keys(
             ("items" | "allOf" | "anyOf" | "oneOf", Value::Array(list)) => {
                 for (i, cv) in list.iter().enumerate() {
                     if let Value::Object(co) = cv {
-                        check_def_keys(
-                            co,
-                            &join(&join(field, k), &i.to_string()),
-                            true,
-                            depth + 1,
-                            d,
-                        );
+                        check_def_keys(co, &join(&join(field, k), &i.to_string()), true, depth + 1, d);
                     }
                 }
             }
@@ -530,18 +446,11 @@ pub fn validate_value(v: &Value, def: &Value, path: &str, depth: usize, errors: 
     if let Some(t) = def.get("type") {
         let ok = match t {
             Value::String(t) => type_matches(v, t),
-            Value::Array(ts) => ts
-                .iter()
-                .filter_map(Value::as_str)
-                .any(|t| type_matches(v, t)),
+            Value::Array(ts) => ts.iter().filter_map(Value::as_str).any(|t| type_matches(v, t)),
             _ => true,
         };
         if !ok {
-            errors.push(format!(
-                "{path}: expected {}, found {}",
-                type_names(t),
-                describe(v)
-            ));
+            errors.push(format!("{path}: expected {}, found {}", type_names(t), describe(v)));
             return;
         }
     }
@@ -549,11 +458,7 @@ pub fn validate_value(v: &Value, def: &Value, path: &str, depth: usize, errors: 
         && !options.iter().any(|o| json_eq(o, v))
     {
         let shown: Vec<String> = options.iter().map(|o| o.to_string()).collect();
-        errors.push(format!(
-            "{path}: {} is not one of [{}]",
-            short(v),
-            shown.join(", ")
-        ));
+        errors.push(format!("{path}: {} is not one of [{}]", short(v), shown.join(", ")));
     }
     match v {
         Value::String(s) => {
@@ -570,26 +475,18 @@ pub fn validate_value(v: &Value, def: &Value, path: &str, depth: usize, errors: 
             }
             if let Some(p) = def.get("pattern").and_then(Value::as_str) {
                 match regex::Regex::new(p) {
-                    Ok(re) if !re.is_match(s) => {
-                        errors.push(format!("{path}: does not match pattern {p:?}"))
-                    }
+                    Ok(re) if !re.is_match(s) => errors.push(format!("{path}: does not match pattern {p:?}")),
                     Ok(_) => {}
-                    Err(_) => errors.push(format!(
-                        "{path}: the schema's pattern {p:?} is not a valid regular expression"
-                    )),
+                    Err(_) => {
+                        errors.push(format!("{path}: the schema's pattern {p:?} is not a valid regular expression"))
+                    }
                 }
             }
         }
         Value::Number(n) => {
             let x = n.as_f64().unwrap_or(0.0);
-            let excl_min = def
-                .get("exclusiveMinimum")
-                .and_then(Value::as_bool)
-                .unwrap_or(false);
-            let excl_max = def
-                .get("exclusiveMaximum")
-                .and_then(Value::as_bool)
-                .unwrap_or(false);
+            let excl_min = def.get("exclusiveMinimum").and_then(Value::as_bool).unwrap_or(false);
+            let excl_max = def.get("exclusiveMaximum").and_then(Value::as_bool).unwrap_or(false);
             if let Some(m) = def.get("minimum").and_then(Value::as_f64)
                 && (x < m || (excl_min && x == m))
             {
@@ -690,8 +587,7 @@ fn validate_object(
                     }
                 }
                 // Optional values may be null (st2's allow_default_none).
-                Some(Value::Null)
-                    if pdef.get("required").and_then(Value::as_bool) != Some(true) => {}
+                Some(Value::Null) if pdef.get("required").and_then(Value::as_bool) != Some(true) => {}
                 Some(v) => validate_value(v, pdef, &sub, depth + 1, errors),
             }
         }
@@ -709,9 +605,7 @@ fn validate_object(
         if !matched {
             match def.get("additionalProperties") {
                 Some(Value::Bool(false)) => errors.push(format!("{path}.{k}: is not allowed here")),
-                Some(extra @ Value::Object(_)) => {
-                    validate_value(v, extra, &format!("{path}.{k}"), depth + 1, errors)
-                }
+                Some(extra @ Value::Object(_)) => validate_value(v, extra, &format!("{path}.{k}"), depth + 1, errors),
                 _ => {}
             }
         }
@@ -734,11 +628,7 @@ fn type_matches(v: &Value, t: &str) -> bool {
 fn type_names(t: &Value) -> String {
     match t {
         Value::String(s) => s.clone(),
-        Value::Array(a) => a
-            .iter()
-            .filter_map(Value::as_str)
-            .collect::<Vec<_>>()
-            .join(" or "),
+        Value::Array(a) => a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(" or "),
         _ => "any".into(),
     }
 }
@@ -758,11 +648,7 @@ fn describe(v: &Value) -> String {
 
 fn short(v: &Value) -> String {
     let s = v.to_string();
-    if s.chars().count() > 60 {
-        format!("{}…", s.chars().take(60).collect::<String>())
-    } else {
-        s
-    }
+    if s.chars().count() > 60 { format!("{}…", s.chars().take(60).collect::<String>()) } else { s }
 }
 
 /// JSON equality where 1 and 1.0 are equal (as in Python).
@@ -784,9 +670,7 @@ pub fn resolve_config(schema: &ParamSchema, config: &Value) -> (Value, Vec<Strin
     let mut errors = Vec::new();
     for p in &schema.params {
         match cfg.get(&p.name) {
-            None | Some(Value::Null) if p.required => {
-                errors.push(format!("{}: is required", p.name))
-            }
+            None | Some(Value::Null) if p.required => errors.push(format!("{}: is required", p.name)),
             None | Some(Value::Null) => {}
             Some(v) => validate_value(v, &p.def, &p.name, 0, &mut errors),
         }
@@ -807,17 +691,12 @@ fn fill_defaults(cfg: &mut Map<String, Value>, p: &Param, depth: usize) {
     if p.ty == Some(ParamType::Object)
         && let Some(props) = p.def.get("properties").and_then(Value::as_object)
     {
-        let entry = cfg
-            .entry(p.name.clone())
-            .or_insert_with(|| Value::Object(Map::new()));
+        let entry = cfg.entry(p.name.clone()).or_insert_with(|| Value::Object(Map::new()));
         if let Value::Object(inner) = entry {
             for (name, def) in props {
                 let child = Param {
                     name: name.clone(),
-                    ty: def
-                        .get("type")
-                        .and_then(Value::as_str)
-                        .and_then(ParamType::parse),
+                    ty: def.get("type").and_then(Value::as_str).and_then(ParamType::parse),
                     description: String::new(),
                     required: false,
                     secret: false,
@@ -840,11 +719,7 @@ mod tests {
 
     fn diags_of(f: impl FnOnce(&mut FileDiags) -> String) -> String {
         let mut out = Vec::new();
-        let mut d = FileDiags {
-            file: Path::new("t.yaml"),
-            doc: None,
-            out: &mut out,
-        };
+        let mut d = FileDiags { file: Path::new("t.yaml"), doc: None, out: &mut out };
         let mut s = f(&mut d);
         for x in &out {
             s.push_str(&format!("\n{x}"));
@@ -936,23 +811,14 @@ mod tests {
     fn validate_parameters() {
         let doc = super::super::yaml::parse(b"n: {type: integer, required: true, minimum: 1}\nmode: {type: string, enum: [a, b]}\nopt: {type: string}\n").unwrap();
         let mut out = Vec::new();
-        let s = ParamSchema::from_flat(
-            &doc.value,
-            "",
-            &mut FileDiags {
-                file: Path::new("x"),
-                doc: None,
-                out: &mut out,
-            },
-        );
+        let s =
+            ParamSchema::from_flat(&doc.value, "", &mut FileDiags { file: Path::new("x"), doc: None, out: &mut out });
         let v = |j: Value| s.validate(j.as_object().unwrap());
         assert_eq!(v(json!({"n": 2, "opt": null})), Vec::<String>::new());
-        expect![[
-            r#"["parameter \"zz\" is not declared by this action", "parameter \"n\" is required"]"#
-        ]]
-        .assert_eq(&format!("{:?}", v(json!({"zz": 1}))));
-        expect![[r#"["n: expected integer, found string \"2\"", "mode: \"c\" is not one of [\"a\", \"b\"]"]"#]].assert_eq(&format!("{:?}", v(json!({"n": "2", "mode": "c"}))));
-        expect![[r#"["n: 0 is below the minimum 1"]"#]]
-            .assert_eq(&format!("{:?}", v(json!({"n": 0}))));
+        expect![[r#"["parameter \"zz\" is not declared by this action", "parameter \"n\" is required"]"#]]
+            .assert_eq(&format!("{:?}", v(json!({"zz": 1}))));
+        expect![[r#"["n: expected integer, found string \"2\"", "mode: \"c\" is not one of [\"a\", \"b\"]"]"#]]
+            .assert_eq(&format!("{:?}", v(json!({"n": "2", "mode": "c"}))));
+        expect![[r#"["n: 0 is below the minimum 1"]"#]].assert_eq(&format!("{:?}", v(json!({"n": 0}))));
     }
 }

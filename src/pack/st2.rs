@@ -84,9 +84,7 @@ const POLICY_KEYS: &[&str] = &[
 pub const MIN_POLL_INTERVAL: u64 = 4;
 
 fn pack_ref_ok(s: &str) -> bool {
-    !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    !s.is_empty() && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
 /// st2's semver check (`PackAPI`), after `normalize_pack_version` (`0.2` → `0.2.0`).
@@ -98,8 +96,7 @@ pub fn normalize_version(v: &Value) -> Result<String, String> {
         other => return Err(format!("must be a string, found {other}")),
     };
     let s = if s.matches('.').count() == 1
-        && s.split('.')
-            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
+        && s.split('.').all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
     {
         format!("{s}.0")
     } else {
@@ -110,13 +107,7 @@ pub fn normalize_version(v: &Value) -> Result<String, String> {
         Regex::new(r"^(?:0|[1-9]\d*)\.(?:0|[1-9]\d*)\.(?:0|[1-9]\d*)(?:-[\da-z\-]+(?:\.[\da-z\-]+)*)?(?:\+[\da-z\-]+(?:\.[\da-z\-]+)*)?$")
             .expect("static regex")
     });
-    if re.is_match(&s) {
-        Ok(s)
-    } else {
-        Err(format!(
-            "{s:?} is not a semantic version (MAJOR.MINOR.PATCH)"
-        ))
-    }
+    if re.is_match(&s) { Ok(s) } else { Err(format!("{s:?} is not a semantic version (MAJOR.MINOR.PATCH)")) }
 }
 
 /// Pack ref derivation: `ref`, else the directory name, else `name` — each only if it matches
@@ -124,9 +115,7 @@ pub fn normalize_version(v: &Value) -> Result<String, String> {
 pub fn derive_ref(manifest: &Value, dir_name: &str) -> Result<String, String> {
     let r = if let Some(r) = str_field(manifest, "ref") {
         if !pack_ref_ok(r) {
-            return Err(format!(
-                "ref {r:?} may contain only lowercase letters, digits and _"
-            ));
+            return Err(format!("ref {r:?} may contain only lowercase letters, digits and _"));
         }
         r.to_string()
     } else if pack_ref_ok(dir_name) {
@@ -149,20 +138,10 @@ pub fn load(cx: &mut Cx, manifest: Doc, config_dirs: &[PathBuf]) -> Option<Pack>
     let file = cx.root.join("pack.yaml");
     let m = &manifest.value;
     if !m.is_object() {
-        cx.file_error(
-            &file,
-            Severity::Error,
-            "pack.yaml must be a mapping".into(),
-            None,
-        );
+        cx.file_error(&file, Severity::Error, "pack.yaml must be a mapping".into(), None);
         return None;
     }
-    let dir_name = cx
-        .root
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("")
-        .to_string();
+    let dir_name = cx.root.file_name().and_then(|n| n.to_str()).unwrap_or("").to_string();
     let mut d = cx.at(&file, Some(&manifest));
     let ref_ = match derive_ref(m, &dir_name) {
         Ok(r) => r,
@@ -250,14 +229,7 @@ pub fn load(cx: &mut Cx, manifest: Doc, config_dirs: &[PathBuf]) -> Option<Pack>
         if let Some(doc) = cx.read(&f) {
             let mut d = cx.at(&f, Some(&doc));
             if let Some(t) = trigger_type(&doc.value, "", &ref_, &f, &mut d) {
-                push_unique(
-                    &mut pack.triggers,
-                    t,
-                    |t| &t.ref_,
-                    &f,
-                    &mut d,
-                    "trigger type",
-                );
+                push_unique(&mut pack.triggers, t, |t| &t.ref_, &f, &mut d, "trigger type");
             }
         }
     }
@@ -310,12 +282,7 @@ fn read_config(cx: &mut Cx, f: &Path) -> Option<Value> {
         Value::Object(_) => Some(doc.value),
         Value::Null => None,
         _ => {
-            cx.file_error(
-                f,
-                Severity::Error,
-                "a pack config must be a mapping".into(),
-                None,
-            );
+            cx.file_error(f, Severity::Error, "a pack config must be a mapping".into(), None);
             None
         }
     }
@@ -360,10 +327,7 @@ fn check_pack_field(v: &Value, pack: &str, d: &mut FileDiags) -> bool {
         None | Some(Value::Null) => true,
         Some(Value::String(p)) if p == pack => true,
         Some(other) => {
-            d.error(
-                "pack",
-                format!("is {other} but the file is in pack {pack:?}"),
-            );
+            d.error("pack", format!("is {other} but the file is in pack {pack:?}"));
             false
         }
     }
@@ -374,10 +338,7 @@ fn bool_field(v: &Value, key: &str, default: bool, d: &mut FileDiags) -> bool {
         None | Some(Value::Null) => default,
         Some(Value::Bool(b)) => *b,
         Some(other) => {
-            d.warn(
-                key,
-                format!("must be true or false, found {other}; using {default}"),
-            );
+            d.warn(key, format!("must be true or false, found {other}; using {default}"));
             default
         }
     }
@@ -508,11 +469,7 @@ pub fn runner_params(runner: &Runner) -> Value {
 
 fn runner_schema(runner: &Runner) -> ParamSchema {
     let mut sink = Vec::new();
-    let mut d = FileDiags {
-        file: Path::new("<runner>"),
-        doc: None,
-        out: &mut sink,
-    };
+    let mut d = FileDiags { file: Path::new("<runner>"), doc: None, out: &mut sink };
     ParamSchema::from_flat(&runner_params(runner), "", &mut d)
 }
 
@@ -521,11 +478,7 @@ fn load_action(cx: &mut Cx, doc: &Doc, f: &Path, pack: &str) -> Option<Action> {
     let root = cx.root.clone();
     let mut workflow_file: Option<PathBuf> = None;
     let action = {
-        let mut d = FileDiags {
-            file: f,
-            doc: Some(doc),
-            out: &mut cx.diags,
-        };
+        let mut d = FileDiags { file: f, doc: Some(doc), out: &mut cx.diags };
         if !as_mapping(v, f, &mut d) {
             return None;
         }
@@ -539,25 +492,14 @@ fn load_action(cx: &mut Cx, doc: &Doc, f: &Path, pack: &str) -> Option<Action> {
             d.error("runner_type", format!("unknown runner {runner_name:?}"));
             return None;
         };
-        let own = ParamSchema::from_flat(
-            v.get("parameters").unwrap_or(&Value::Null),
-            "parameters",
-            &mut d,
-        );
+        let own = ParamSchema::from_flat(v.get("parameters").unwrap_or(&Value::Null), "parameters", &mut d);
         let params = ParamSchema::overlay(runner_schema(&runner), own, "parameters", &mut d);
         if !params.check_positions("parameters", &mut d) {
             return None;
         }
         for p in &params.params {
-            if p.immutable
-                && p.default.is_none()
-                && v.pointer(&format!("/parameters/{}/default", p.name))
-                    .is_none()
-            {
-                d.error(
-                    &join(&join("parameters", &p.name), "immutable"),
-                    "an immutable parameter needs a default",
-                );
+            if p.immutable && p.default.is_none() && v.pointer(&format!("/parameters/{}/default", p.name)).is_none() {
+                d.error(&join(&join("parameters", &p.name), "immutable"), "an immutable parameter needs a default");
                 return None;
             }
         }
@@ -565,10 +507,7 @@ fn load_action(cx: &mut Cx, doc: &Doc, f: &Path, pack: &str) -> Option<Action> {
         let actions_dir = root.join("actions");
         let entry_point = if entry.is_empty() {
             if runner.needs_entry_point() {
-                d.error(
-                    "entry_point",
-                    format!("is required by runner {}", runner.name()),
-                );
+                d.error("entry_point", format!("is required by runner {}", runner.name()));
                 return None;
             }
             None
@@ -602,11 +541,8 @@ fn load_action(cx: &mut Cx, doc: &Doc, f: &Path, pack: &str) -> Option<Action> {
     };
     let mut action = action;
     if let Some(wf) = workflow_file {
-        let kind = if action.runner == Runner::ActionChain {
-            WorkflowKind::ActionChain
-        } else {
-            WorkflowKind::Orquesta
-        };
+        let kind =
+            if action.runner == Runner::ActionChain { WorkflowKind::ActionChain } else { WorkflowKind::Orquesta };
         action.workflow = Some(load_workflow(cx, &wf, kind)?);
     }
     Some(action)
@@ -620,12 +556,7 @@ fn cx_resolve(root: &Path, base: &Path, rel: &str) -> Result<PathBuf, String> {
 /// Parse a workflow file an action points to; kept for the workflow runner.
 pub fn load_workflow(cx: &mut Cx, file: &Path, kind: WorkflowKind) -> Option<Workflow> {
     if !file.exists() {
-        cx.file_error(
-            file,
-            Severity::Error,
-            "workflow file named by entry_point does not exist".into(),
-            None,
-        );
+        cx.file_error(file, Severity::Error, "workflow file named by entry_point does not exist".into(), None);
         return None;
     }
     let doc = cx.read(file)?;
@@ -640,11 +571,7 @@ pub fn load_workflow(cx: &mut Cx, file: &Path, kind: WorkflowKind) -> Option<Wor
             }
         }
     };
-    ok.then(|| Workflow {
-        kind,
-        file: file.to_path_buf(),
-        definition: doc.value,
-    })
+    ok.then(|| Workflow { kind, file: file.to_path_buf(), definition: doc.value })
 }
 
 fn check_chain(v: &Value, d: &mut FileDiags) -> bool {
@@ -669,7 +596,10 @@ fn check_chain(v: &Value, d: &mut FileDiags) -> bool {
                 && !names.contains(target)
             {
                 // st2 registers such chains and fails them when they run; so does packd.
-                d.warn(&join(&f, t), format!("names task {target:?}, which is not in the chain; the chain fails if it gets there"));
+                d.warn(
+                    &join(&f, t),
+                    format!("names task {target:?}, which is not in the chain; the chain fails if it gets there"),
+                );
             }
         }
     }
@@ -683,10 +613,7 @@ fn check_orquesta(v: &Value, d: &mut FileDiags) -> bool {
     match v.get("tasks") {
         Some(Value::Object(_)) => true,
         _ => {
-            d.error(
-                "tasks",
-                "is required and must be a mapping of task names to tasks",
-            );
+            d.error("tasks", "is required and must be a mapping of task names to tasks");
             false
         }
     }
@@ -695,11 +622,7 @@ fn check_orquesta(v: &Value, d: &mut FileDiags) -> bool {
 fn load_sensor(cx: &mut Cx, doc: &Doc, f: &Path, pack: &mut Pack) {
     let v = &doc.value;
     let root = cx.root.clone();
-    let mut d = FileDiags {
-        file: f,
-        doc: Some(doc),
-        out: &mut cx.diags,
-    };
+    let mut d = FileDiags { file: f, doc: Some(doc), out: &mut cx.diags };
     if !as_mapping(v, f, &mut d) || !check_pack_field(v, &pack.ref_, &mut d) {
         return;
     }
@@ -722,14 +645,14 @@ fn load_sensor(cx: &mut Cx, doc: &Doc, f: &Path, pack: &mut Pack) {
         Some(p) => match p.as_f64() {
             Some(x) if x >= MIN_POLL_INTERVAL as f64 => Some(x as u64),
             Some(x) => {
-                d.error("poll_interval", format!("{x} is below the minimum possible poll_interval of {MIN_POLL_INTERVAL} seconds"));
+                d.error(
+                    "poll_interval",
+                    format!("{x} is below the minimum possible poll_interval of {MIN_POLL_INTERVAL} seconds"),
+                );
                 return;
             }
             None => {
-                d.error(
-                    "poll_interval",
-                    format!("must be a number of seconds, found {p}"),
-                );
+                d.error("poll_interval", format!("must be a number of seconds, found {p}"));
                 return;
             }
         },
@@ -739,29 +662,16 @@ fn load_sensor(cx: &mut Cx, doc: &Doc, f: &Path, pack: &mut Pack) {
         match list.as_array() {
             Some(items) => {
                 for (i, t) in items.iter().enumerate() {
-                    if let Some(tt) =
-                        trigger_type(t, &format!("trigger_types.{i}"), &pack.ref_, f, &mut d)
-                    {
+                    if let Some(tt) = trigger_type(t, &format!("trigger_types.{i}"), &pack.ref_, f, &mut d) {
                         trigger_refs.push(tt.ref_.clone());
-                        push_unique(
-                            &mut pack.triggers,
-                            tt,
-                            |t| &t.ref_,
-                            f,
-                            &mut d,
-                            "trigger type",
-                        );
+                        push_unique(&mut pack.triggers, tt, |t| &t.ref_, f, &mut d, "trigger type");
                     }
                 }
             }
             None => d.error("trigger_types", "must be a list"),
         }
     }
-    let kind = if entry.ends_with(".py") {
-        SensorKind::St2Python
-    } else {
-        SensorKind::JsonLines
-    };
+    let kind = if entry.ends_with(".py") { SensorKind::St2Python } else { SensorKind::JsonLines };
     let sensor = Sensor {
         ref_: format!("{}.{class_name}", pack.ref_),
         pack: pack.ref_.clone(),
@@ -777,13 +687,7 @@ fn load_sensor(cx: &mut Cx, doc: &Doc, f: &Path, pack: &mut Pack) {
     push_unique(&mut pack.sensors, sensor, |s| &s.ref_, f, &mut d, "sensor");
 }
 
-fn trigger_type(
-    v: &Value,
-    field: &str,
-    pack: &str,
-    f: &Path,
-    d: &mut FileDiags,
-) -> Option<TriggerType> {
+fn trigger_type(v: &Value, field: &str, pack: &str, f: &Path, d: &mut FileDiags) -> Option<TriggerType> {
     if !v.is_object() {
         d.error(field, "a trigger type must be a mapping");
         return None;
@@ -798,20 +702,14 @@ fn trigger_type(
     if let Some(Value::String(p)) = v.get("pack")
         && p != pack
     {
-        d.error(
-            &join(field, "pack"),
-            format!("is {p:?} but the file is in pack {pack:?}"),
-        );
+        d.error(&join(field, "pack"), format!("is {p:?} but the file is in pack {pack:?}"));
         return None;
     }
     let schema = |k: &str, d: &mut FileDiags| match v.get(k) {
         None | Some(Value::Null) => json!({}),
         Some(s @ Value::Object(_)) => s.clone(),
         Some(other) => {
-            d.warn(
-                &join(field, k),
-                format!("must be a mapping (a JSON schema), found {other}; ignored"),
-            );
+            d.warn(&join(field, k), format!("must be a mapping (a JSON schema), found {other}; ignored"));
             json!({})
         }
     };
@@ -836,21 +734,14 @@ fn load_rule(v: &Value, pack: &str, f: &Path, d: &mut FileDiags) -> Option<Rule>
         return None;
     }
     let Some(trigger) = v.get("trigger").filter(|t| t.is_object()) else {
-        d.error(
-            "trigger",
-            "is required: {type: <trigger ref>, parameters: {...}}",
-        );
+        d.error("trigger", "is required: {type: <trigger ref>, parameters: {...}}");
         return None;
     };
     let Some(trigger_ref) = str_field(trigger, "type") else {
         d.error("trigger.type", "is required");
         return None;
     };
-    let trigger_parameters = trigger
-        .get("parameters")
-        .cloned()
-        .filter(|p| !p.is_null())
-        .unwrap_or(json!({}));
+    let trigger_parameters = trigger.get("parameters").cloned().filter(|p| !p.is_null()).unwrap_or(json!({}));
     if !trigger_parameters.is_object() {
         d.error("trigger.parameters", "must be a mapping");
         return None;
@@ -859,16 +750,16 @@ fn load_rule(v: &Value, pack: &str, f: &Path, d: &mut FileDiags) -> Option<Rule>
         return None;
     }
     let Some(action) = v.get("action").filter(|a| a.is_object()) else {
-        d.error(
-            "action",
-            "is required: {ref: <action ref>, parameters: {...}}",
-        );
+        d.error("action", "is required: {ref: <action ref>, parameters: {...}}");
         return None;
     };
     if let Some(obj) = action.as_object() {
         for k in obj.keys() {
             if !["ref", "parameters", "description"].contains(&k.as_str()) {
-                d.warn(&join("action", k), format!("unknown key {k:?} in a rule's action; StackStorm rejects it, packd ignores it"));
+                d.warn(
+                    &join("action", k),
+                    format!("unknown key {k:?} in a rule's action; StackStorm rejects it, packd ignores it"),
+                );
             }
         }
     }
@@ -876,11 +767,7 @@ fn load_rule(v: &Value, pack: &str, f: &Path, d: &mut FileDiags) -> Option<Rule>
         d.error("action.ref", "is required");
         return None;
     };
-    let action_parameters = action
-        .get("parameters")
-        .cloned()
-        .filter(|p| !p.is_null())
-        .unwrap_or(json!({}));
+    let action_parameters = action.get("parameters").cloned().filter(|p| !p.is_null()).unwrap_or(json!({}));
     let criteria = match v.get("criteria") {
         None | Some(Value::Null) => Map::new(),
         Some(Value::Object(c)) => c.clone(),
@@ -892,35 +779,23 @@ fn load_rule(v: &Value, pack: &str, f: &Path, d: &mut FileDiags) -> Option<Rule>
     for (key, c) in &criteria {
         let f = join("criteria", key);
         let Some(op) = str_field(c, "type") else {
-            d.error(
-                &join(&f, "type"),
-                "every criterion needs a type (the operator)",
-            );
+            d.error(&join(&f, "type"), "every criterion needs a type (the operator)");
             return None;
         };
         if !crate::expr::is_operator(op) {
             d.error(
                 &join(&f, "type"),
-                format!(
-                    "unknown operator {op:?}; known: {}",
-                    crate::expr::OPERATORS.join(", ")
-                ),
+                format!("unknown operator {op:?}; known: {}", crate::expr::OPERATORS.join(", ")),
             );
             return None;
         }
         if c.get("pattern").is_none_or(Value::is_null) {
-            d.error(
-                &join(&f, "pattern"),
-                "every criterion needs a non-null pattern (even exists/nexists)",
-            );
+            d.error(&join(&f, "pattern"), "every criterion needs a non-null pattern (even exists/nexists)");
             return None;
         }
         if op == "search" {
             if !c.get("pattern").is_some_and(Value::is_object) {
-                d.error(
-                    &join(&f, "pattern"),
-                    "a search pattern must be a mapping of item criteria",
-                );
+                d.error(&join(&f, "pattern"), "a search pattern must be a mapping of item criteria");
                 return None;
             }
             if let Some(cond) = str_field(c, "condition")
@@ -928,9 +803,7 @@ fn load_rule(v: &Value, pack: &str, f: &Path, d: &mut FileDiags) -> Option<Rule>
             {
                 d.error(
                     &join(&f, "condition"),
-                    format!(
-                        "unknown search condition {cond:?}; expected any, all, all2any or any2any"
-                    ),
+                    format!("unknown search condition {cond:?}; expected any, all, all2any or any2any"),
                 );
                 return None;
             }
@@ -940,10 +813,7 @@ fn load_rule(v: &Value, pack: &str, f: &Path, d: &mut FileDiags) -> Option<Rule>
         None | Some("standard") => false,
         Some("backstop") => true,
         Some(other) => {
-            d.error(
-                "type.ref",
-                format!("unknown rule type {other:?}; expected standard or backstop"),
-            );
+            d.error("type.ref", format!("unknown rule type {other:?}; expected standard or backstop"));
             return None;
         }
     };
@@ -990,19 +860,11 @@ fn load_alias(v: &Value, pack: &str, f: &Path, d: &mut FileDiags) -> Option<Alia
                     params: Vec::new(),
                 },
                 Value::Object(o) => {
-                    let display = o
-                        .get("display")
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
-                        .to_string();
+                    let display = o.get("display").and_then(Value::as_str).unwrap_or("").to_string();
                     let representations = match o.get("representation") {
                         None | Some(Value::Null) => Vec::new(),
                         Some(Value::String(s)) => vec![s.clone()],
-                        Some(Value::Array(a)) => a
-                            .iter()
-                            .filter_map(Value::as_str)
-                            .map(str::to_string)
-                            .collect(),
+                        Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).map(str::to_string).collect(),
                         Some(other) => {
                             d.error(
                                 &join(&fld, "representation"),
@@ -1014,18 +876,12 @@ fn load_alias(v: &Value, pack: &str, f: &Path, d: &mut FileDiags) -> Option<Alia
                     AliasFormat {
                         display,
                         representations,
-                        match_multiple: o
-                            .get("match_multiple")
-                            .and_then(Value::as_bool)
-                            .unwrap_or(false),
+                        match_multiple: o.get("match_multiple").and_then(Value::as_bool).unwrap_or(false),
                         params: Vec::new(),
                     }
                 }
                 other => {
-                    d.error(
-                        &fld,
-                        format!("must be a string or {{display, representation}}, found {other}"),
-                    );
+                    d.error(&fld, format!("must be a string or {{display, representation}}, found {other}"));
                     return None;
                 }
             };
@@ -1060,17 +916,11 @@ fn load_alias(v: &Value, pack: &str, f: &Path, d: &mut FileDiags) -> Option<Alia
 /// `{{ name }}` and `{{ name = default }}` placeholders of an alias format, in order.
 pub fn alias_params(format: &str) -> Vec<AliasParam> {
     static RE: std::sync::OnceLock<Regex> = std::sync::OnceLock::new();
-    let re = RE
-        .get_or_init(|| Regex::new(r"\{\{\s*(\w+)\s*(?:=\s*(.*?))?\s*\}\}").expect("static regex"));
+    let re = RE.get_or_init(|| Regex::new(r"\{\{\s*(\w+)\s*(?:=\s*(.*?))?\s*\}\}").expect("static regex"));
     re.captures_iter(format)
         .map(|c| AliasParam {
             name: c[1].to_string(),
-            default: c.get(2).map(|m| {
-                m.as_str()
-                    .trim()
-                    .trim_matches(|q| q == '"' || q == '\'')
-                    .to_string()
-            }),
+            default: c.get(2).map(|m| m.as_str().trim().trim_matches(|q| q == '"' || q == '\'').to_string()),
         })
         .collect()
 }
@@ -1093,10 +943,7 @@ fn load_policy(v: &Value, pack: &str, f: &Path, d: &mut FileDiags) -> Option<Pol
             Some(x) => match x.as_f64() {
                 Some(n) => Some(Some(n)),
                 None => {
-                    d.error(
-                        &join("parameters", k),
-                        format!("must be a number, found {x}"),
-                    );
+                    d.error(&join("parameters", k), format!("must be a number, found {x}"));
                     None
                 }
             },
@@ -1112,69 +959,41 @@ fn load_policy(v: &Value, pack: &str, f: &Path, d: &mut FileDiags) -> Option<Pol
                 None | Some("delay") => false,
                 Some("cancel") => true,
                 Some(other) => {
-                    d.error(
-                        "parameters.action",
-                        format!("must be delay or cancel, found {other:?}"),
-                    );
+                    d.error("parameters.action", format!("must be delay or cancel, found {other:?}"));
                     return None;
                 }
             };
             let attributes: Vec<String> = params
                 .get("attributes")
                 .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .filter_map(Value::as_str)
-                        .map(str::to_string)
-                        .collect()
-                })
+                .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
                 .unwrap_or_default();
             if ptype == "action.concurrency.attr" && attributes.is_empty() {
-                d.error(
-                    "parameters.attributes",
-                    "is required for action.concurrency.attr",
-                );
+                d.error("parameters.attributes", "is required for action.concurrency.attr");
                 return None;
             }
-            PolicyKind::Concurrency {
-                threshold: threshold.max(0.0) as u64,
-                cancel,
-                attributes,
-            }
+            PolicyKind::Concurrency { threshold: threshold.max(0.0) as u64, cancel, attributes }
         }
         "action.retry" => {
             let on_timeout = match str_field(&params, "retry_on") {
                 Some("failure") => false,
                 Some("timeout") => true,
                 other => {
-                    d.error(
-                        "parameters.retry_on",
-                        format!("must be failure or timeout, found {other:?}"),
-                    );
+                    d.error("parameters.retry_on", format!("must be failure or timeout, found {other:?}"));
                     return None;
                 }
             };
             let max = num("max_retry_count", d)?.unwrap_or(2.0);
             if !(0.0..=5.0).contains(&max) {
-                d.error(
-                    "parameters.max_retry_count",
-                    format!("must be between 0 and 5, found {max}"),
-                );
+                d.error("parameters.max_retry_count", format!("must be between 0 and 5, found {max}"));
                 return None;
             }
             let delay = num("delay", d)?.unwrap_or(0.0);
             if !(0.0..=120.0).contains(&delay) {
-                d.error(
-                    "parameters.delay",
-                    format!("must be between 0 and 120 seconds, found {delay}"),
-                );
+                d.error("parameters.delay", format!("must be between 0 and 120 seconds, found {delay}"));
                 return None;
             }
-            PolicyKind::Retry {
-                on_timeout,
-                max_retry_count: max as u64,
-                delay,
-            }
+            PolicyKind::Retry { on_timeout, max_retry_count: max as u64, delay }
         }
         other => {
             d.error("policy_type", format!("unknown policy type {other:?}; StackStorm has action.concurrency, action.concurrency.attr and action.retry"));
@@ -1198,9 +1017,7 @@ mod tests {
     use expect_test::{Expect, expect};
 
     fn check_ref(manifest: &str, dir: &str, expect: Expect) {
-        let v = super::super::yaml::parse(manifest.as_bytes())
-            .unwrap()
-            .value;
+        let v = super::super::yaml::parse(manifest.as_bytes()).unwrap().value;
         let got = match derive_ref(&v, dir) {
             Ok(r) => r,
             Err(e) => format!("error: {e}"),
@@ -1210,36 +1027,24 @@ mod tests {
 
     #[test]
     fn ref_derivation() {
-        check_ref(
-            "ref: hello_st2\nname: Hello StackStorm\n",
-            "whatever",
-            expect!["hello_st2"],
-        );
+        check_ref("ref: hello_st2\nname: Hello StackStorm\n", "whatever", expect!["hello_st2"]);
         check_ref("name: github\n", "stackstorm-github", expect!["github"]);
         check_ref("name: Git Hub\n", "github", expect!["github"]);
         check_ref(
             "name: Git Hub\n",
             "stackstorm-github",
-            expect![[
-                r#"error: pack name "Git Hub" contains invalid characters and ref attribute is not available"#
-            ]],
+            expect![[r#"error: pack name "Git Hub" contains invalid characters and ref attribute is not available"#]],
         );
         check_ref(
             "ref: Bad-Ref\n",
             "x",
             expect![[r#"error: ref "Bad-Ref" may contain only lowercase letters, digits and _"#]],
         );
-        check_ref(
-            "ref: _global\n",
-            "x",
-            expect![[r#"error: "_global" is reserved and cannot be a pack ref"#]],
-        );
+        check_ref("ref: _global\n", "x", expect![[r#"error: "_global" is reserved and cannot be a pack ref"#]]);
     }
 
     fn check_version(v: &str, expect: Expect) {
-        let v = super::super::yaml::parse(format!("v: {v}").as_bytes())
-            .unwrap()
-            .value;
+        let v = super::super::yaml::parse(format!("v: {v}").as_bytes()).unwrap().value;
         let got = match normalize_version(&v["v"]) {
             Ok(s) => s,
             Err(e) => format!("error: {e}"),
@@ -1252,15 +1057,14 @@ mod tests {
         check_version("0.1.0", expect!["0.1.0"]);
         check_version("0.2", expect!["0.2.0"]);
         check_version("'1.0.0-rc.1+b5'", expect!["1.0.0-rc.1+b5"]);
-        check_version(
-            "1.x",
-            expect![[r#"error: "1.x" is not a semantic version (MAJOR.MINOR.PATCH)"#]],
-        );
+        check_version("1.x", expect![[r#"error: "1.x" is not a semantic version (MAJOR.MINOR.PATCH)"#]]);
     }
 
     #[test]
     fn alias_placeholders() {
-        expect![[r#"[AliasParam { name: "cmd", default: None }, AliasParam { name: "hosts", default: Some("localhost") }]"#]]
-            .assert_eq(&format!("{:?}", alias_params("run {{cmd}} on {{ hosts = \"localhost\" }}")));
+        expect![[
+            r#"[AliasParam { name: "cmd", default: None }, AliasParam { name: "hosts", default: Some("localhost") }]"#
+        ]]
+        .assert_eq(&format!("{:?}", alias_params("run {{cmd}} on {{ hosts = \"localhost\" }}")));
     }
 }

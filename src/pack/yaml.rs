@@ -92,14 +92,9 @@ impl YamlError {
 /// Parse `bytes` as one YAML document.
 pub fn parse(bytes: &[u8]) -> Result<Doc, YamlError> {
     if bytes.len() > MAX_YAML_BYTES {
-        return Err(YamlError::TooLarge {
-            size: bytes.len(),
-            max: MAX_YAML_BYTES,
-        });
+        return Err(YamlError::TooLarge { size: bytes.len(), max: MAX_YAML_BYTES });
     }
-    let text = std::str::from_utf8(bytes).map_err(|e| YamlError::NotUtf8 {
-        offset: e.valid_up_to(),
-    })?;
+    let text = std::str::from_utf8(bytes).map_err(|e| YamlError::NotUtf8 { offset: e.valid_up_to() })?;
     if text.trim().is_empty()
         || text.lines().all(|l| {
             let t = l.trim();
@@ -110,12 +105,7 @@ pub fn parse(bytes: &[u8]) -> Result<Doc, YamlError> {
     }
     // First pass refuses duplicate keys so we can report them; the second keeps the last value
     // like PyYAML. Files without duplicates (nearly all) are parsed once.
-    let doc = |value, duplicate_keys| Doc {
-        value,
-        text: text.to_string(),
-        spans: Default::default(),
-        duplicate_keys,
-    };
+    let doc = |value, duplicate_keys| Doc { value, text: text.to_string(), spans: Default::default(), duplicate_keys };
     match parse_value(text, DuplicateKeyPolicy::Error) {
         Ok(value) => Ok(doc(value, Vec::new())),
         Err(first) => {
@@ -168,10 +158,7 @@ fn parse_value(text: &str, dups: DuplicateKeyPolicy) -> Result<Value, serde_saph
     serde_saphyr::from_str_with_options::<Value>(text, options(dups))
 }
 
-fn parse_spanned(
-    text: &str,
-    dups: DuplicateKeyPolicy,
-) -> Result<Spanned<Node>, serde_saphyr::Error> {
+fn parse_spanned(text: &str, dups: DuplicateKeyPolicy) -> Result<Spanned<Node>, serde_saphyr::Error> {
     serde_saphyr::from_str_with_options::<Spanned<Node>>(text, options(dups))
 }
 
@@ -179,20 +166,12 @@ fn syntax(e: serde_saphyr::Error) -> YamlError {
     let pos = e.location().map(loc_pos).filter(|p| p.line > 0);
     let message = e.to_string();
     // Keep the first line: the rest is a source snippet we print ourselves.
-    let message = message
-        .lines()
-        .next()
-        .unwrap_or("invalid YAML")
-        .trim()
-        .to_string();
+    let message = message.lines().next().unwrap_or("invalid YAML").trim().to_string();
     YamlError::Syntax { message, pos }
 }
 
 fn loc_pos(l: serde_saphyr::Location) -> Pos {
-    Pos {
-        line: l.line() as u32,
-        col: l.column() as u32,
-    }
+    Pos { line: l.line() as u32, col: l.column() as u32 }
 }
 
 fn lower(n: Spanned<Node>, path: String, spans: &mut HashMap<String, Pos>) -> Value {
@@ -202,16 +181,10 @@ fn lower(n: Spanned<Node>, path: String, spans: &mut HashMap<String, Pos>) -> Va
         Node::Bool(b) => Value::Bool(b),
         Node::Int(i) => Value::Number(i.into()),
         Node::UInt(u) => Value::Number(u.into()),
-        Node::Float(f) => Number::from_f64(f)
-            .map(Value::Number)
-            .unwrap_or(Value::Null),
+        Node::Float(f) => Number::from_f64(f).map(Value::Number).unwrap_or(Value::Null),
         Node::Str(s) => Value::String(s),
         Node::Seq(items) => Value::Array(
-            items
-                .into_iter()
-                .enumerate()
-                .map(|(i, item)| lower(item, format!("{path}/{i}"), spans))
-                .collect(),
+            items.into_iter().enumerate().map(|(i, item)| lower(item, format!("{path}/{i}"), spans)).collect(),
         ),
         Node::Map(entries) => {
             let mut map = Map::new();
@@ -344,10 +317,7 @@ mod tests {
     fn positions_and_pyyaml_booleans() {
         let doc = parse(b"name: x\nenabled: yes\nparameters:\n  cmd:\n    type: string\n").unwrap();
         assert_eq!(doc.value["enabled"], Value::Bool(true));
-        assert_eq!(
-            doc.pos("/parameters/cmd/type"),
-            Some(Pos { line: 5, col: 5 })
-        );
+        assert_eq!(doc.pos("/parameters/cmd/type"), Some(Pos { line: 5, col: 5 }));
         assert_eq!(doc.pos("/parameters/cmd/nothing").map(|p| p.line), Some(4));
     }
 
@@ -363,26 +333,16 @@ mod tests {
         let big = vec![b'a'; MAX_YAML_BYTES + 1];
         assert!(matches!(parse(&big), Err(YamlError::TooLarge { .. })));
         let deep = "- ".repeat(100_000) + "x\n";
-        assert!(matches!(
-            parse(deep.as_bytes()),
-            Err(YamlError::Syntax { .. })
-        ));
+        assert!(matches!(parse(deep.as_bytes()), Err(YamlError::Syntax { .. })));
         let flow = "[".repeat(100_000) + &"]".repeat(100_000);
-        assert!(matches!(
-            parse(flow.as_bytes()),
-            Err(YamlError::Syntax { .. })
-        ));
+        assert!(matches!(parse(flow.as_bytes()), Err(YamlError::Syntax { .. })));
         assert!(matches!(parse(b"\xff\xfe"), Err(YamlError::NotUtf8 { .. })));
     }
 
     #[test]
     fn billion_laughs_is_refused() {
-        let mut s = String::from(
-            "a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
-        );
-        for (prev, cur) in ["a", "b", "c", "d", "e", "f", "g", "h"]
-            .iter()
-            .zip(["b", "c", "d", "e", "f", "g", "h", "i"])
+        let mut s = String::from("a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n");
+        for (prev, cur) in ["a", "b", "c", "d", "e", "f", "g", "h"].iter().zip(["b", "c", "d", "e", "f", "g", "h", "i"])
         {
             let refs = vec![format!("*{prev}"); 9].join(",");
             s.push_str(&format!("{cur}: &{cur} [{refs}]\n"));

@@ -121,10 +121,8 @@ fn dotenv(params: &Value) -> String {
     if let Value::Object(map) = params {
         flatten("", map, &mut flat);
     }
-    let mut lines: Vec<String> = flat
-        .into_iter()
-        .map(|(key, value)| format!("{key}='{}'", value.replace('\'', "'\\''")))
-        .collect();
+    let mut lines: Vec<String> =
+        flat.into_iter().map(|(key, value)| format!("{key}='{}'", value.replace('\'', "'\\''"))).collect();
     // Attune sorts the formatted lines, not the keys ("a.b=" sorts before "a=").
     lines.sort();
     lines.join("\n")
@@ -132,11 +130,7 @@ fn dotenv(params: &Value) -> String {
 
 fn flatten(prefix: &str, map: &Map<String, Value>, out: &mut Vec<(String, String)>) {
     for (key, value) in map {
-        let full = if prefix.is_empty() {
-            key.clone()
-        } else {
-            format!("{prefix}.{key}")
-        };
+        let full = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
         match value {
             Value::Object(inner) => flatten(&full, inner, out),
             other => out.push((full, scalar_text(other))),
@@ -210,14 +204,8 @@ pub fn command(action: &AttuneAction<'_>) -> std::io::Result<ProcessSpec> {
             let launch = script::via_interpreter(action.entry_point, Path::new("/bin/sh"))?;
             (launch.program, launch.args)
         }
-        AttuneRunner::Python => (
-            PathBuf::from("python3"),
-            vec![action.entry_point.as_os_str().to_os_string()],
-        ),
-        AttuneRunner::Node => (
-            PathBuf::from("node"),
-            vec![action.entry_point.as_os_str().to_os_string()],
-        ),
+        AttuneRunner::Python => (PathBuf::from("python3"), vec![action.entry_point.as_os_str().to_os_string()]),
+        AttuneRunner::Node => (PathBuf::from("node"), vec![action.entry_point.as_os_str().to_os_string()]),
     };
     let mut spec = ProcessSpec::new(program);
     spec.args = args;
@@ -252,11 +240,7 @@ pub fn command(action: &AttuneAction<'_>) -> std::io::Result<ProcessSpec> {
 ///   line; "Command exited with code N" when stderr is empty. Death by signal is exit code -1.
 /// * Timeout: exit code -1, "Execution timed out after N seconds", status `Timeout`; cancel:
 ///   "Execution cancelled by user", status `Canceled`.
-pub fn result(
-    outcome: &ProcessOutcome,
-    output_format: OutputFormat,
-    timeout_secs: u64,
-) -> (ExecStatus, Value) {
+pub fn result(outcome: &ProcessOutcome, output_format: OutputFormat, timeout_secs: u64) -> (ExecStatus, Value) {
     let exit_code = outcome.exit_code.unwrap_or(-1);
     let (status, exit_code, parsed, error) = if outcome.timed_out {
         let error = format!("Execution timed out after {timeout_secs} seconds");
@@ -268,34 +252,19 @@ pub fn result(
         let parsed = parse_output(&outcome.stdout, output_format);
         (ExecStatus::Succeeded, 0, parsed, None)
     } else {
-        (
-            ExecStatus::Failed,
-            exit_code,
-            None,
-            Some(failure_message(&outcome.stderr, exit_code)),
-        )
+        (ExecStatus::Failed, exit_code, None, Some(failure_message(&outcome.stderr, exit_code)))
     };
     let mut out = Map::new();
     out.insert("exit_code".into(), Value::from(exit_code));
-    let stdout = if parsed.is_some() {
-        String::new()
-    } else {
-        outcome.stdout.clone()
-    };
+    let stdout = if parsed.is_some() { String::new() } else { outcome.stdout.clone() };
     out.insert("stdout".into(), Value::String(stdout));
     out.insert("stderr".into(), Value::String(outcome.stderr.clone()));
     out.insert("result".into(), parsed.unwrap_or(Value::Null));
     if let Some(error) = error {
         out.insert("error".into(), Value::String(error));
     }
-    out.insert(
-        "stdout_truncated".into(),
-        Value::Bool(outcome.stdout_truncated),
-    );
-    out.insert(
-        "stderr_truncated".into(),
-        Value::Bool(outcome.stderr_truncated),
-    );
+    out.insert("stdout_truncated".into(), Value::Bool(outcome.stdout_truncated));
+    out.insert("stderr_truncated".into(), Value::Bool(outcome.stderr_truncated));
     (status, Value::Object(out))
 }
 
@@ -303,11 +272,7 @@ fn failure_message(stderr: &str, exit_code: i32) -> String {
     if stderr.is_empty() {
         return format!("Command exited with code {exit_code}");
     }
-    if stderr.lines().count() > 5 {
-        stderr.lines().last().unwrap_or_default().to_owned()
-    } else {
-        stderr.to_owned()
-    }
+    if stderr.lines().count() > 5 { stderr.lines().last().unwrap_or_default().to_owned() } else { stderr.to_owned() }
 }
 
 fn parse_output(stdout: &str, format: OutputFormat) -> Option<Value> {
@@ -323,10 +288,7 @@ fn parse_output(stdout: &str, format: OutputFormat) -> Option<Value> {
         }),
         OutputFormat::Yaml => serde_saphyr::from_str::<Value>(trimmed).ok(),
         OutputFormat::Jsonl => {
-            let items: Vec<Value> = trimmed
-                .lines()
-                .filter_map(|line| serde_json::from_str(line).ok())
-                .collect();
+            let items: Vec<Value> = trimmed.lines().filter_map(|line| serde_json::from_str(line).ok()).collect();
             (!items.is_empty()).then_some(Value::Array(items))
         }
     }
@@ -403,16 +365,9 @@ fn yaml_block(value: &Value, indent: usize, inline_first: bool, out: &mut String
 }
 
 fn yaml_key(key: &str, out: &mut String) {
-    const SPECIAL: &[&str] = &[
-        "y", "n", "yes", "no", "on", "off", "true", "false", "null", "~",
-    ];
-    let plain = key
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && key
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+    const SPECIAL: &[&str] = &["y", "n", "yes", "no", "on", "off", "true", "false", "null", "~"];
+    let plain = key.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && key.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
         && !SPECIAL.contains(&key.to_ascii_lowercase().as_str());
     if plain {
         out.push_str(key);
@@ -427,10 +382,7 @@ fn yaml_scalar(value: &Value, out: &mut String) {
         Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
         Value::Number(n) if n.is_f64() => {
             // YAML 1.1 readers (PyYAML) need a dot in a float: "1e+16" would be a string.
-            let repr = n
-                .as_f64()
-                .map(super::st2::py_float_repr)
-                .unwrap_or_else(|| n.to_string());
+            let repr = n.as_f64().map(super::st2::py_float_repr).unwrap_or_else(|| n.to_string());
             match repr.split_once('e') {
                 Some((mantissa, exp)) if !mantissa.contains('.') => {
                     out.push_str(&format!("{mantissa}.0e{exp}"));
@@ -535,18 +487,11 @@ mod tests {
 
     #[test]
     fn dotenv_document_sources_in_sh() {
-        let doc = params_document(
-            &json!({"msg": "it's $HOME `x`\nline2", "n": 3}),
-            ParamFormat::Dotenv,
-        );
+        let doc = params_document(&json!({"msg": "it's $HOME `x`\nline2", "n": 3}), ParamFormat::Dotenv);
         let mut spec = ProcessSpec::new("/bin/sh");
-        spec.args = vec![
-            "-c".into(),
-            ". /dev/stdin; printf '%s|%s' \"$msg\" \"$n\"".into(),
-        ];
+        spec.args = vec!["-c".into(), ". /dev/stdin; printf '%s|%s' \"$msg\" \"$n\"".into()];
         spec.stdin = Some(doc);
-        let out = smol::block_on(super::super::process::run(spec, None))
-            .unwrap_or_else(|e| panic!("{e}"));
+        let out = smol::block_on(super::super::process::run(spec, None)).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(out.stdout, "it's $HOME `x`\nline2|3");
     }
 
@@ -654,24 +599,15 @@ mod tests {
         let fits = "y".repeat(MAX_ENV_PARAM_BYTES);
         let vars = env_vars(&json!({"big": big, "fits": fits}));
         assert_eq!(vars.len(), 1);
-        assert_eq!(
-            vars.first().map(|v| v.0.as_str()),
-            Some("ATTUNE_ACTION_FITS")
-        );
+        assert_eq!(vars.first().map(|v| v.0.as_str()), Some("ATTUNE_ACTION_FITS"));
         let mut many = Map::new();
         for i in 0..20 {
-            many.insert(
-                format!("p{i:02}"),
-                Value::String("z".repeat(MAX_ENV_PARAM_BYTES)),
-            );
+            many.insert(format!("p{i:02}"), Value::String("z".repeat(MAX_ENV_PARAM_BYTES)));
         }
         let vars = env_vars(&Value::Object(many));
         let total: usize = vars.iter().map(|(k, v)| k.len() + v.len() + 2).sum();
         assert!(total <= MAX_ENV_PARAMS_TOTAL);
-        assert_eq!(
-            vars.len(),
-            MAX_ENV_PARAMS_TOTAL / (MAX_ENV_PARAM_BYTES + 18)
-        );
+        assert_eq!(vars.len(), MAX_ENV_PARAMS_TOTAL / (MAX_ENV_PARAM_BYTES + 18));
     }
 
     fn outcome(code: Option<i32>, stdout: &str, stderr: &str) -> ProcessOutcome {
@@ -835,18 +771,11 @@ mod tests {
         };
         let spec = command(&action).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(spec.program, PathBuf::from("/bin/sh"));
-        let out = smol::block_on(super::super::process::run(spec, None))
-            .unwrap_or_else(|e| panic!("{e}"));
-        let dirname = dir
-            .path()
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned());
+        let out = smol::block_on(super::super::process::run(spec, None)).unwrap_or_else(|e| panic!("{e}"));
+        let dirname = dir.path().file_name().map(|n| n.to_string_lossy().into_owned());
         assert_eq!(
             out.stdout,
-            format!(
-                "hi|demo.echo|json|{}|none\n{{\"message\":\"hi\"}}\n",
-                dirname.unwrap_or_default()
-            )
+            format!("hi|demo.echo|json|{}|none\n{{\"message\":\"hi\"}}\n", dirname.unwrap_or_default())
         );
         let (status, value) = result(&out, OutputFormat::Json, 10);
         assert_eq!(status, ExecStatus::Succeeded);
@@ -872,24 +801,12 @@ mod tests {
         let spec = command(&action).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(spec.program, PathBuf::from("/bin/bash"));
         assert_eq!(spec.args, vec!["-e".into(), entry.clone().into_os_string()]);
-        assert_eq!(
-            spec.env_remove,
-            vec![std::ffi::OsString::from("ATTUNE_API_TOKEN")]
-        );
+        assert_eq!(spec.env_remove, vec![std::ffi::OsString::from("ATTUNE_API_TOKEN")]);
         action.runner = AttuneRunner::Python;
         let spec = command(&action).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(
-            (spec.program, spec.args),
-            (
-                PathBuf::from("python3"),
-                vec![entry.clone().into_os_string()]
-            )
-        );
+        assert_eq!((spec.program, spec.args), (PathBuf::from("python3"), vec![entry.clone().into_os_string()]));
         action.runner = AttuneRunner::Node;
-        assert_eq!(
-            command(&action).map(|s| s.program).ok(),
-            Some(PathBuf::from("node"))
-        );
+        assert_eq!(command(&action).map(|s| s.program).ok(), Some(PathBuf::from("node")));
         let missing = dir.path().join("missing.sh");
         action.runner = AttuneRunner::Shell;
         action.entry_point = &missing;

@@ -130,17 +130,9 @@ pub struct ProcessOutcome {
 #[derive(Debug, thiserror::Error)]
 pub enum SpawnError {
     #[error("cannot start {}{}: {source}", .program.display(), cwd_note(.cwd))]
-    Start {
-        program: PathBuf,
-        cwd: Option<PathBuf>,
-        source: io::Error,
-    },
+    Start { program: PathBuf, cwd: Option<PathBuf>, source: io::Error },
     #[error("lost track of process {pid} ({}): {source}", .program.display())]
-    Wait {
-        program: PathBuf,
-        pid: u32,
-        source: io::Error,
-    },
+    Wait { program: PathBuf, pid: u32, source: io::Error },
 }
 
 fn cwd_note(cwd: &Option<PathBuf>) -> String {
@@ -155,10 +147,7 @@ fn cwd_note(cwd: &Option<PathBuf>) -> String {
 ///
 /// Errors only when the process cannot be started (or, never seen in practice, cannot be
 /// reaped); everything the process itself does is in the [`ProcessOutcome`].
-pub async fn run(
-    spec: ProcessSpec,
-    cancel: Option<smol::channel::Receiver<()>>,
-) -> Result<ProcessOutcome, SpawnError> {
+pub async fn run(spec: ProcessSpec, cancel: Option<smol::channel::Receiver<()>>) -> Result<ProcessOutcome, SpawnError> {
     let start = Instant::now();
     let mut std_cmd = std::process::Command::new(&spec.program);
     std_cmd.args(&spec.args);
@@ -175,11 +164,7 @@ pub async fn run(
     let mut cmd = smol::process::Command::from(std_cmd);
     // Stdio must be configured on the async Command: its `From<std::process::Command>` marks all
     // three as unset and `spawn` then forces unset ones to `inherit`.
-    cmd.stdin(if spec.stdin.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    });
+    cmd.stdin(if spec.stdin.is_some() { Stdio::piped() } else { Stdio::null() });
     cmd.stdout(Stdio::piped());
     cmd.stderr(Stdio::piped());
     let mut child = cmd.spawn().map_err(|source| SpawnError::Start {
@@ -190,10 +175,7 @@ pub async fn run(
     let pid = child.id();
     // Declared after `child` so it drops first: the kill reaches the group before async-process
     // gets the chance to reap the leader.
-    let mut guard = GroupGuard {
-        pgid: pid_of(pid),
-        armed: true,
-    };
+    let mut guard = GroupGuard { pgid: pid_of(pid), armed: true };
 
     let exit_watch = ExitWatch::new(pid);
     let mut out = Capture::new(spec.output_cap);
@@ -207,10 +189,7 @@ pub async fn run(
     let mut canceled = false;
     let mut lingering_killed = false;
     {
-        let io = future::zip(
-            future::zip(pump(stdout, &mut out), pump(stderr, &mut err)),
-            feed(stdin, input),
-        );
+        let io = future::zip(future::zip(pump(stdout, &mut out), pump(stderr, &mut err)), feed(stdin, input));
         let mut io = pin!(io);
         let mut io_done = false;
         let mut leader_exited = false;
@@ -273,9 +252,7 @@ pub async fn run(
                         // The leader is an unreaped zombie, so the pgid is still ours.
                         signal_group(guard.pgid, Signal::SIGKILL);
                     }
-                    phase = Phase::Draining {
-                        until: Instant::now().checked_add(spec.exit_drain),
-                    };
+                    phase = Phase::Draining { until: Instant::now().checked_add(spec.exit_drain) };
                 }
                 Event::Timer => match phase {
                     Phase::Running => {
@@ -303,11 +280,8 @@ pub async fn run(
         }
     }
     // The io future (and with it our pipe ends) is gone; now, and only now, reap the leader.
-    let status = child.status().await.map_err(|source| SpawnError::Wait {
-        program: spec.program.clone(),
-        pid,
-        source,
-    })?;
+    let status =
+        child.status().await.map_err(|source| SpawnError::Wait { program: spec.program.clone(), pid, source })?;
     guard.armed = false;
 
     Ok(ProcessOutcome {
@@ -351,9 +325,7 @@ fn terminate(pgid: Pid, grace: Duration) -> Phase {
         return Phase::Killed;
     }
     signal_group(pgid, Signal::SIGTERM);
-    Phase::Terminating {
-        kill_at: Instant::now().checked_add(grace),
-    }
+    Phase::Terminating { kill_at: Instant::now().checked_add(grace) }
 }
 
 fn signal_group(pgid: Pid, signal: Signal) {
@@ -390,10 +362,7 @@ struct ExitWatch {
 impl ExitWatch {
     fn new(pid: u32) -> Self {
         let pid = pid_of(pid);
-        ExitWatch {
-            pid,
-            pidfd: pidfd_open(pid).and_then(|fd| Async::new(fd).ok()),
-        }
+        ExitWatch { pid, pidfd: pidfd_open(pid).and_then(|fd| Async::new(fd).ok()) }
     }
 
     async fn wait(&self) {
@@ -436,11 +405,7 @@ struct Capture {
 
 impl Capture {
     fn new(cap: usize) -> Self {
-        Capture {
-            buf: Vec::new(),
-            cap,
-            truncated: false,
-        }
+        Capture { buf: Vec::new(), cap, truncated: false }
     }
 
     fn push(&mut self, chunk: &[u8]) {
@@ -526,9 +491,7 @@ mod tests {
         }
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
         // state is the field after the parenthesised command name
-        stat.rsplit(')')
-            .next()
-            .is_some_and(|rest| rest.trim_start().starts_with('Z'))
+        stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z'))
     }
 
     fn wait_dead(pid: i32) -> bool {
@@ -544,9 +507,7 @@ mod tests {
 
     fn read_pid(path: &std::path::Path) -> i32 {
         let text = std::fs::read_to_string(path).unwrap_or_default();
-        text.trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("no pid in {text:?}"))
+        text.trim().parse().unwrap_or_else(|_| panic!("no pid in {text:?}"))
     }
 
     #[test]
@@ -592,10 +553,7 @@ mod tests {
         let spec = sh(&format!("head -c {} /dev/zero", DEFAULT_OUTPUT_CAP + 1));
         let out = run_blocking(spec);
         assert!(out.stdout_truncated);
-        assert_eq!(
-            out.stdout.len(),
-            DEFAULT_OUTPUT_CAP + TRUNCATION_MARKER.len()
-        );
+        assert_eq!(out.stdout.len(), DEFAULT_OUTPUT_CAP + TRUNCATION_MARKER.len());
     }
 
     #[test]
@@ -648,10 +606,7 @@ mod tests {
     fn timeout_kills_the_whole_process_group() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let pidfile = dir.path().join("pid");
-        let mut spec = sh(&format!(
-            "sleep 100 & echo $! > '{}'; sleep 100",
-            pidfile.display()
-        ));
+        let mut spec = sh(&format!("sleep 100 & echo $! > '{}'; sleep 100", pidfile.display()));
         spec.timeout = Duration::from_millis(500);
         let started = Instant::now();
         let out = run_blocking(spec);
@@ -659,15 +614,8 @@ mod tests {
         assert!(!out.canceled);
         assert_eq!(out.signal, Some(libc::SIGTERM));
         assert_eq!(out.exit_code, None);
-        assert!(
-            started.elapsed() < Duration::from_secs(3),
-            "{:?}",
-            started.elapsed()
-        );
-        assert!(
-            wait_dead(read_pid(&pidfile)),
-            "grandchild survived the timeout"
-        );
+        assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+        assert!(wait_dead(read_pid(&pidfile)), "grandchild survived the timeout");
     }
 
     #[test]
@@ -705,8 +653,7 @@ mod tests {
     fn closed_cancel_channel_is_not_a_cancel() {
         let (tx, rx) = smol::channel::bounded::<()>(1);
         drop(tx);
-        let out = smol::block_on(run(sh("sleep 0.2; echo fine"), Some(rx)))
-            .unwrap_or_else(|e| panic!("{e}"));
+        let out = smol::block_on(run(sh("sleep 0.2; echo fine"), Some(rx))).unwrap_or_else(|e| panic!("{e}"));
         assert!(!out.canceled);
         assert_eq!(out.stdout, "fine\n");
     }
@@ -716,10 +663,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let pidfile = dir.path().join("pid");
         // The background sleep inherits stdout and keeps it open after sh exits.
-        let mut spec = sh(&format!(
-            "sleep 100 & echo $! > '{}'; echo bye",
-            pidfile.display()
-        ));
+        let mut spec = sh(&format!("sleep 100 & echo $! > '{}'; echo bye", pidfile.display()));
         spec.exit_drain = Duration::from_millis(200);
         let started = Instant::now();
         let out = run_blocking(spec);
@@ -742,10 +686,7 @@ mod tests {
         let alive = !dead(pid);
         // Clean up the process this test started.
         let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-        assert!(
-            alive,
-            "a detached daemon must not be killed after a normal exit"
-        );
+        assert!(alive, "a detached daemon must not be killed after a normal exit");
     }
 
     #[test]
@@ -761,10 +702,7 @@ mod tests {
         match smol::block_on(run(spec, None)) {
             Err(e) => {
                 let msg = e.to_string();
-                assert!(
-                    msg.starts_with("cannot start /nonexistent/packd-no-such-program: "),
-                    "{msg}"
-                );
+                assert!(msg.starts_with("cannot start /nonexistent/packd-no-such-program: "), "{msg}");
             }
             Ok(o) => panic!("unexpected success: {o:?}"),
         }
@@ -803,9 +741,7 @@ mod tests {
 
     #[test]
     fn polling_fallback_detects_exit_without_reaping() {
-        let child = std::process::Command::new("/bin/sh")
-            .args(["-c", "exit 0"])
-            .spawn();
+        let child = std::process::Command::new("/bin/sh").args(["-c", "exit 0"]).spawn();
         let mut child = child.unwrap_or_else(|e| panic!("{e}"));
         let pid = pid_of(child.id());
         let until = Instant::now() + Duration::from_secs(3);

@@ -31,10 +31,7 @@ pub fn parse_shebang(head: &[u8]) -> Option<(PathBuf, Option<OsString>)> {
     let line = rest.split(|b| *b == b'\n').next().unwrap_or_default();
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let line = trim_blanks(line);
-    let end = line
-        .iter()
-        .position(|b| *b == b' ' || *b == b'\t')
-        .unwrap_or(line.len());
+    let end = line.iter().position(|b| *b == b' ' || *b == b'\t').unwrap_or(line.len());
     let (interp, arg) = line.split_at(end);
     if interp.is_empty() {
         return None;
@@ -57,9 +54,7 @@ fn trim_blanks(mut s: &[u8]) -> &[u8] {
 /// Read the `#!` line of `script`, if it has one.
 pub fn read_shebang(script: &Path) -> io::Result<Option<(PathBuf, Option<OsString>)>> {
     let mut head = Vec::with_capacity(MAX_SHEBANG_LINE);
-    std::fs::File::open(script)?
-        .take(MAX_SHEBANG_LINE as u64)
-        .read_to_end(&mut head)?;
+    std::fs::File::open(script)?.take(MAX_SHEBANG_LINE as u64).read_to_end(&mut head)?;
     Ok(parse_shebang(&head))
 }
 
@@ -79,10 +74,7 @@ pub fn via_interpreter(script: &Path, fallback: &Path) -> io::Result<Launch> {
 pub fn direct_or_interpreter(script: &Path, fallback: &Path) -> io::Result<Launch> {
     let mode = std::fs::metadata(script)?.permissions().mode();
     if mode & 0o111 != 0 {
-        return Ok(Launch {
-            program: script.to_path_buf(),
-            args: Vec::new(),
-        });
+        return Ok(Launch { program: script.to_path_buf(), args: Vec::new() });
     }
     via_interpreter(script, fallback)
 }
@@ -99,18 +91,9 @@ mod tests {
     #[test]
     fn shebang_table() {
         check("#!/bin/sh\necho", expect![[r#"Some(("/bin/sh", None))"#]]);
-        check(
-            "#! /usr/bin/env  python3 \n",
-            expect![[r#"Some(("/usr/bin/env", Some("python3")))"#]],
-        );
-        check(
-            "#!/bin/bash -e -u\n",
-            expect![[r#"Some(("/bin/bash", Some("-e -u")))"#]],
-        );
-        check(
-            "#!/bin/bash\r\nx",
-            expect![[r#"Some(("/bin/bash", None))"#]],
-        );
+        check("#! /usr/bin/env  python3 \n", expect![[r#"Some(("/usr/bin/env", Some("python3")))"#]]);
+        check("#!/bin/bash -e -u\n", expect![[r#"Some(("/bin/bash", Some("-e -u")))"#]]);
+        check("#!/bin/bash\r\nx", expect![[r#"Some(("/bin/bash", None))"#]]);
         check("#!\n", expect!["None"]);
         check("#!   \t\n", expect!["None"]);
         check("echo hi\n", expect!["None"]);
@@ -124,9 +107,7 @@ mod tests {
         let path = dir.path().join("long.sh");
         let long = format!("#!/{}\n", "x".repeat(MAX_SHEBANG_LINE + 50));
         std::fs::write(&path, long).unwrap_or_else(|e| panic!("{e}"));
-        let (interp, _) = read_shebang(&path)
-            .unwrap_or_else(|e| panic!("{e}"))
-            .unwrap_or_else(|| panic!("no shebang"));
+        let (interp, _) = read_shebang(&path).unwrap_or_else(|e| panic!("{e}")).unwrap_or_else(|| panic!("no shebang"));
         assert_eq!(interp.as_os_str().len(), MAX_SHEBANG_LINE - 2);
     }
 
@@ -136,8 +117,7 @@ mod tests {
         let write = |name: &str, body: &str, mode: u32| {
             let path = dir.path().join(name);
             std::fs::write(&path, body).unwrap_or_else(|e| panic!("{e}"));
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
-                .unwrap_or_else(|e| panic!("{e}"));
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap_or_else(|e| panic!("{e}"));
             path
         };
         let exec = write("a.sh", "#!/bin/bash\n", 0o755);
@@ -148,15 +128,9 @@ mod tests {
         assert_eq!((l.program, l.args.len()), (exec.clone(), 0));
         let l = direct_or_interpreter(&plain, sh).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(l.program, PathBuf::from("/usr/bin/env"));
-        assert_eq!(
-            l.args,
-            vec![OsString::from("python3"), plain.into_os_string()]
-        );
+        assert_eq!(l.args, vec![OsString::from("python3"), plain.into_os_string()]);
         let l = via_interpreter(&bare, sh).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(
-            (l.program, l.args),
-            (sh.to_path_buf(), vec![bare.into_os_string()])
-        );
+        assert_eq!((l.program, l.args), (sh.to_path_buf(), vec![bare.into_os_string()]));
         let l = via_interpreter(&exec, sh).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(l.program, PathBuf::from("/bin/bash"));
         assert!(direct_or_interpreter(&dir.path().join("missing"), sh).is_err());

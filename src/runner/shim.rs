@@ -11,74 +11,26 @@ use std::path::{Path, PathBuf};
 
 /// Every shim file, as (path relative to the shim directory, contents).
 pub const FILES: &[(&str, &str)] = &[
-    (
-        "packd_action_wrapper.py",
-        include_str!("python/packd_action_wrapper.py"),
-    ),
+    ("packd_action_wrapper.py", include_str!("python/packd_action_wrapper.py")),
     ("packd_client.py", include_str!("python/packd_client.py")),
-    (
-        "st2common/__init__.py",
-        include_str!("python/st2common/__init__.py"),
-    ),
+    ("st2common/__init__.py", include_str!("python/st2common/__init__.py")),
     ("st2common/log.py", include_str!("python/st2common/log.py")),
-    (
-        "st2common/exceptions/__init__.py",
-        include_str!("python/st2common/exceptions/__init__.py"),
-    ),
-    (
-        "st2common/exceptions/action.py",
-        include_str!("python/st2common/exceptions/action.py"),
-    ),
-    (
-        "st2common/runners/__init__.py",
-        include_str!("python/st2common/runners/__init__.py"),
-    ),
-    (
-        "st2common/runners/base_action.py",
-        include_str!("python/st2common/runners/base_action.py"),
-    ),
-    (
-        "st2common/runners/utils.py",
-        include_str!("python/st2common/runners/utils.py"),
-    ),
-    (
-        "st2common/util/__init__.py",
-        include_str!("python/st2common/util/__init__.py"),
-    ),
-    (
-        "st2common/util/date.py",
-        include_str!("python/st2common/util/date.py"),
-    ),
-    (
-        "st2common/util/isotime.py",
-        include_str!("python/st2common/util/isotime.py"),
-    ),
-    (
-        "st2common/util/shell.py",
-        include_str!("python/st2common/util/shell.py"),
-    ),
-    (
-        "st2reactor/__init__.py",
-        include_str!("python/st2reactor/__init__.py"),
-    ),
-    (
-        "st2reactor/sensor/__init__.py",
-        include_str!("python/st2reactor/sensor/__init__.py"),
-    ),
-    (
-        "st2reactor/sensor/base.py",
-        include_str!("python/st2reactor/sensor/base.py"),
-    ),
-    (
-        "packd_sensor_wrapper.py",
-        include_str!("python/packd_sensor_wrapper.py"),
-    ),
+    ("st2common/exceptions/__init__.py", include_str!("python/st2common/exceptions/__init__.py")),
+    ("st2common/exceptions/action.py", include_str!("python/st2common/exceptions/action.py")),
+    ("st2common/runners/__init__.py", include_str!("python/st2common/runners/__init__.py")),
+    ("st2common/runners/base_action.py", include_str!("python/st2common/runners/base_action.py")),
+    ("st2common/runners/utils.py", include_str!("python/st2common/runners/utils.py")),
+    ("st2common/util/__init__.py", include_str!("python/st2common/util/__init__.py")),
+    ("st2common/util/date.py", include_str!("python/st2common/util/date.py")),
+    ("st2common/util/isotime.py", include_str!("python/st2common/util/isotime.py")),
+    ("st2common/util/shell.py", include_str!("python/st2common/util/shell.py")),
+    ("st2reactor/__init__.py", include_str!("python/st2reactor/__init__.py")),
+    ("st2reactor/sensor/__init__.py", include_str!("python/st2reactor/sensor/__init__.py")),
+    ("st2reactor/sensor/base.py", include_str!("python/st2reactor/sensor/base.py")),
+    ("packd_sensor_wrapper.py", include_str!("python/packd_sensor_wrapper.py")),
     // Not on PYTHONPATH: the sensor wrapper appends this directory after site-packages, so a real
     // eventlet in the pack's virtualenv wins.
-    (
-        "packd_fallback/eventlet/__init__.py",
-        include_str!("python/packd_fallback/eventlet/__init__.py"),
-    ),
+    ("packd_fallback/eventlet/__init__.py", include_str!("python/packd_fallback/eventlet/__init__.py")),
 ];
 
 /// Write the shim into `dir` (created if needed) and return the directory to put on
@@ -95,10 +47,7 @@ pub fn install_python_shim(dir: &Path) -> io::Result<PathBuf> {
         }
         let parent = path.parent().unwrap_or(dir);
         std::fs::create_dir_all(parent)?;
-        let file_name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let tmp = parent.join(format!(".{file_name}.tmp{}", std::process::id()));
         let written = std::fs::File::create(&tmp).and_then(|mut file| {
             file.write_all(contents.as_bytes())?;
@@ -106,10 +55,7 @@ pub fn install_python_shim(dir: &Path) -> io::Result<PathBuf> {
         });
         if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, &path)) {
             let _ = std::fs::remove_file(&tmp);
-            return Err(io::Error::new(
-                e.kind(),
-                format!("cannot write {}: {e}", path.display()),
-            ));
+            return Err(io::Error::new(e.kind(), format!("cannot write {}: {e}", path.display())));
         }
     }
     Ok(dir.to_path_buf())
@@ -149,11 +95,7 @@ mod tests {
         let repaired = std::fs::read_to_string(&wrapper).unwrap_or_default();
         assert!(repaired.starts_with("\"\"\"packd's python-script action wrapper"));
         let leftovers = std::fs::read_dir(&shim)
-            .map(|d| {
-                d.filter_map(Result::ok)
-                    .filter(|e| e.file_name().to_string_lossy().contains(".tmp"))
-                    .count()
-            })
+            .map(|d| d.filter_map(Result::ok).filter(|e| e.file_name().to_string_lossy().contains(".tmp")).count())
             .unwrap_or(0);
         assert_eq!(leftovers, 0);
     }
@@ -227,28 +169,16 @@ mod tests {
 
     fn fixture() -> Fixture {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let shim =
-            install_python_shim(&dir.path().join("python")).unwrap_or_else(|e| panic!("{e}"));
+        let shim = install_python_shim(&dir.path().join("python")).unwrap_or_else(|e| panic!("{e}"));
         let socket = dir.path().join("agent.sock");
         let listener = UnixListener::bind(&socket).unwrap_or_else(|e| panic!("{e}"));
         let store: Store = Arc::default();
         serve(listener, store.clone());
-        std::fs::create_dir_all(dir.path().join("mypack/actions/lib"))
-            .unwrap_or_else(|e| panic!("{e}"));
-        Fixture {
-            dir,
-            shim,
-            socket,
-            store,
-        }
+        std::fs::create_dir_all(dir.path().join("mypack/actions/lib")).unwrap_or_else(|e| panic!("{e}"));
+        Fixture { dir, shim, socket, store }
     }
 
-    fn run_action(
-        fx: &Fixture,
-        source: &str,
-        params: Value,
-        config: Value,
-    ) -> (ExecStatus, Value, ProcessOutcome) {
+    fn run_action(fx: &Fixture, source: &str, params: Value, config: Value) -> (ExecStatus, Value, ProcessOutcome) {
         let pack_dir = fx.dir.path().join("mypack");
         let entry = pack_dir.join("actions").join("my_action.py");
         std::fs::write(&entry, source).unwrap_or_else(|e| panic!("{e}"));
@@ -315,12 +245,8 @@ class MyAction(Action):
             "def shout(s):\n    return s.upper() + '!'\n",
         )
         .unwrap_or_else(|e| panic!("{e}"));
-        let (status, result, outcome) = run_action(
-            &fx,
-            ACTION,
-            json!({"name": "bob", "count": null, "fail": false}),
-            json!({"token": "s3cret"}),
-        );
+        let (status, result, outcome) =
+            run_action(&fx, ACTION, json!({"name": "bob", "count": null, "fail": false}), json!({"token": "s3cret"}));
         assert_eq!(status, ExecStatus::Succeeded, "{result:#}");
         assert_eq!(
             result["result"],
@@ -333,29 +259,19 @@ class MyAction(Action):
         );
         assert_eq!(result["stdout"], json!("printed by the action\n"));
         assert_eq!(result["exit_code"], json!(0));
-        assert_eq!(
-            outcome.stderr,
-            "actions.python.MyAction: INFO     hello bob\n"
-        );
+        assert_eq!(outcome.stderr, "actions.python.MyAction: INFO     hello bob\n");
         let store = fx.store.lock().map(|m| m.clone()).unwrap_or_default();
         assert_eq!(store.get("global_key"), Some(&("g".to_owned(), true)));
         assert_eq!(store.get("mypack.MyAction:counter"), None);
 
         // (False, data): failed, exit code still 0 as in st2; the local key survives this time.
-        let (status, result, _) = run_action(
-            &fx,
-            ACTION,
-            json!({"name": "x", "count": 1, "fail": true}),
-            json!({"token": "t"}),
-        );
+        let (status, result, _) =
+            run_action(&fx, ACTION, json!({"name": "x", "count": 1, "fail": true}), json!({"token": "t"}));
         assert_eq!(status, ExecStatus::Failed);
         assert_eq!(result["result"], json!({"why": "asked to fail"}));
         assert_eq!(result["exit_code"], json!(0));
         let store = fx.store.lock().map(|m| m.clone()).unwrap_or_default();
-        assert_eq!(
-            store.get("mypack.MyAction:counter"),
-            Some(&("1".to_owned(), false))
-        );
+        assert_eq!(store.get("mypack.MyAction:counter"), Some(&("1".to_owned(), false)));
     }
 
     #[test]
@@ -369,63 +285,38 @@ class MyAction(Action):
             )
         };
         // A non-bool first element: exit 220 with st2's message → failed.
-        let (status, result, outcome) =
-            run_action(&fx, &action("        return (1, 2)"), json!({}), json!({}));
+        let (status, result, outcome) = run_action(&fx, &action("        return (1, 2)"), json!({}), json!({}));
         assert_eq!(status, ExecStatus::Failed);
         assert_eq!(outcome.exit_code, Some(220));
-        assert!(result["error"].as_str().unwrap_or_default().starts_with(
-            "Status returned from the action run() method must either be True or False, got: 1"
-        ));
-        // Not JSON-serializable → str(); a constructor without action_service still gets it.
-        let (status, result, _) = run_action(
-            &fx,
-            &action("        return {1, 2} if self.action_service else None"),
-            json!({}),
-            json!({}),
+        assert!(
+            result["error"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("Status returned from the action run() method must either be True or False, got: 1")
         );
+        // Not JSON-serializable → str(); a constructor without action_service still gets it.
+        let (status, result, _) =
+            run_action(&fx, &action("        return {1, 2} if self.action_service else None"), json!({}), json!({}));
         assert_eq!(status, ExecStatus::Succeeded);
         assert_eq!(result["result"], json!("{1, 2}"));
         // Parameters far beyond st2's 128 KiB argv limit arrive intact (they travel on stdin).
         let big = "p".repeat(300 * 1024);
-        let (_, result, _) = run_action(
-            &fx,
-            &action("        return len(kw['big'])"),
-            json!({"big": big}),
-            json!({}),
-        );
+        let (_, result, _) = run_action(&fx, &action("        return len(kw['big'])"), json!({"big": big}), json!({}));
         assert_eq!(result["result"], json!(300 * 1024));
         // Plain values, and a 3-tuple, are results without a status.
-        let (_, result, _) = run_action(
-            &fx,
-            &action("        return [kw, (1, 2, 3)]"),
-            json!({"a": [1]}),
-            json!({}),
-        );
+        let (_, result, _) = run_action(&fx, &action("        return [kw, (1, 2, 3)]"), json!({"a": [1]}), json!({}));
         assert_eq!(result["result"], json!([{"a": [1]}, [1, 2, 3]]));
         // An exception: traceback on stderr, exit 1, result "None".
-        let (status, result, outcome) = run_action(
-            &fx,
-            &action("        raise RuntimeError('kaput')"),
-            json!({}),
-            json!({}),
-        );
+        let (status, result, outcome) =
+            run_action(&fx, &action("        raise RuntimeError('kaput')"), json!({}), json!({}));
         assert_eq!(status, ExecStatus::Failed);
         assert_eq!(result["result"], json!("None"));
         assert_eq!(outcome.exit_code, Some(1));
-        assert!(
-            outcome.stderr.contains("RuntimeError: kaput"),
-            "{}",
-            outcome.stderr
-        );
+        assert!(outcome.stderr.contains("RuntimeError: kaput"), "{}", outcome.stderr);
         // A file without an action class.
-        let (status, _, outcome) =
-            run_action(&fx, "class X(object):\n    pass\n", json!({}), json!({}));
+        let (status, _, outcome) = run_action(&fx, "class X(object):\n    pass\n", json!({}), json!({}));
         assert_eq!(status, ExecStatus::Failed);
-        assert!(
-            outcome.stderr.contains("has no action class"),
-            "{}",
-            outcome.stderr
-        );
+        assert!(outcome.stderr.contains("has no action class"), "{}", outcome.stderr);
     }
 
     #[test]

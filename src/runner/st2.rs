@@ -92,13 +92,9 @@ fn positional_arg(ty: Option<&str>, value: &Value) -> String {
         (Some("string" | "number"), v) => py_str(v),
         (Some("boolean"), v) => if py_truthy(v) { "1" } else { "0" }.to_owned(),
         (Some("array"), v) if !py_truthy(v) => String::new(),
-        (Some("array"), Value::Array(items)) => {
-            items.iter().map(py_str).collect::<Vec<_>>().join(",")
-        }
+        (Some("array"), Value::Array(items)) => items.iter().map(py_str).collect::<Vec<_>>().join(","),
         // `",".join(v)` iterates whatever it is given: a string's characters, a dict's keys.
-        (Some("array"), Value::String(s)) => {
-            s.chars().map(String::from).collect::<Vec<_>>().join(",")
-        }
+        (Some("array"), Value::String(s)) => s.chars().map(String::from).collect::<Vec<_>>().join(","),
         (Some("array"), Value::Object(map)) => map.keys().cloned().collect::<Vec<_>>().join(","),
         // st2 raises TypeError on a non-iterable; we degrade to `str(v)` instead of failing.
         (Some("array"), v) => py_str(v),
@@ -145,24 +141,14 @@ fn timeout_error(timeout_secs: u64) -> String {
 /// is stripped from stdout/stderr, which are then JSON-decoded when they parse. A timeout records
 /// return code -9 and the error "Action failed to complete in N seconds".
 pub fn shell_result(outcome: &ProcessOutcome, timeout_secs: u64) -> (ExecStatus, Value) {
-    let rc = if outcome.timed_out {
-        TIMEOUT_RETURN_CODE
-    } else {
-        return_code(outcome)
-    };
+    let rc = if outcome.timed_out { TIMEOUT_RETURN_CODE } else { return_code(outcome) };
     let succeeded = rc == 0;
     let mut result = Map::new();
     result.insert("failed".into(), Value::Bool(!succeeded));
     result.insert("succeeded".into(), Value::Bool(succeeded));
     result.insert("return_code".into(), Value::from(rc));
-    result.insert(
-        "stdout".into(),
-        json_or_string(strip_shell_chars(&outcome.stdout)),
-    );
-    result.insert(
-        "stderr".into(),
-        json_or_string(strip_shell_chars(&outcome.stderr)),
-    );
+    result.insert("stdout".into(), json_or_string(strip_shell_chars(&outcome.stdout)));
+    result.insert("stderr".into(), json_or_string(strip_shell_chars(&outcome.stderr)));
     let status = if outcome.timed_out {
         result.insert("error".into(), Value::String(timeout_error(timeout_secs)));
         ExecStatus::Timeout
@@ -191,11 +177,7 @@ fn json_or_string(s: &str) -> Value {
 /// [`PYTHON_RESULT_DELIMITER`]s; what the action printed around it stays in `stdout`. No
 /// delimiter (an exception, a timeout) → `result` is the string `"None"`, as in st2.
 pub fn python_result(outcome: &ProcessOutcome, timeout_secs: u64) -> (ExecStatus, Value) {
-    let exit_code = if outcome.timed_out {
-        TIMEOUT_RETURN_CODE
-    } else {
-        return_code(outcome)
-    };
+    let exit_code = if outcome.timed_out { TIMEOUT_RETURN_CODE } else { return_code(outcome) };
     let mut error = outcome.timed_out.then(|| timeout_error(timeout_secs));
     let mut stdout = outcome.stdout.clone();
     let mut result = Value::String("None".into());
@@ -213,10 +195,7 @@ pub fn python_result(outcome: &ProcessOutcome, timeout_secs: u64) -> (ExecStatus
             (result, flag) = parse_framed_result(framed.trim());
         } else {
             forced_failure = true;
-            error = Some(format!(
-                "The result length should be 3, was {}.",
-                parts.len()
-            ));
+            error = Some(format!("The result length should be 3, was {}.", parts.len()));
         }
     }
 
@@ -353,10 +332,8 @@ pub fn python_command(action: &PythonAction<'_>) -> ProcessSpec {
             spec.env.push((key.into(), value.into()));
         }
     }
-    spec.env
-        .push(("PYTHONPATH".into(), join_paths(&pythonpath)));
-    let inherited_path =
-        std::env::var_os("PATH").unwrap_or_else(|| OsString::from("/usr/local/bin:/usr/bin:/bin"));
+    spec.env.push(("PYTHONPATH".into(), join_paths(&pythonpath)));
+    let inherited_path = std::env::var_os("PATH").unwrap_or_else(|| OsString::from("/usr/local/bin:/usr/bin:/bin"));
     let path = match venv {
         Some(venv) => join_paths(&[venv.join("bin").into_os_string(), inherited_path]),
         None => inherited_path,
@@ -452,11 +429,7 @@ fn write_repr(value: &Value, out: &mut String) {
 }
 
 fn write_str_repr(s: &str, out: &mut String) {
-    let quote = if s.contains('\'') && !s.contains('"') {
-        '"'
-    } else {
-        '\''
-    };
+    let quote = if s.contains('\'') && !s.contains('"') { '"' } else { '\'' };
     out.push(quote);
     for c in s.chars() {
         match c {
@@ -507,13 +480,7 @@ pub fn py_truthy(value: &Value) -> bool {
 }
 
 fn py_number(n: &serde_json::Number) -> String {
-    if n.is_f64() {
-        n.as_f64()
-            .map(py_float_repr)
-            .unwrap_or_else(|| n.to_string())
-    } else {
-        n.to_string()
-    }
+    if n.is_f64() { n.as_f64().map(py_float_repr).unwrap_or_else(|| n.to_string()) } else { n.to_string() }
 }
 
 /// Python `repr(float)`: shortest round-trip digits, `1.0` for integral values, scientific
@@ -536,11 +503,7 @@ pub fn py_float_repr(f: f64) -> String {
     let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
     if !(-4..16).contains(&exp) {
         let (first, rest) = digits.split_at(1.min(digits.len()));
-        let frac = if rest.is_empty() {
-            String::new()
-        } else {
-            format!(".{rest}")
-        };
+        let frac = if rest.is_empty() { String::new() } else { format!(".{rest}") };
         let exp_sign = if exp < 0 { '-' } else { '+' };
         return format!("{sign}{first}{frac}e{exp_sign}{:02}", exp.unsigned_abs());
     }
@@ -629,12 +592,7 @@ mod tests {
     use serde_json::json;
 
     fn param(name: &str, ty: Option<&str>, position: Option<u32>, value: Value) -> ScriptParam {
-        ScriptParam {
-            name: name.into(),
-            ty: ty.map(str::to_owned),
-            position,
-            value,
-        }
+        ScriptParam { name: name.into(), ty: ty.map(str::to_owned), position, value }
     }
 
     fn check_args(params: &[ScriptParam], expect: Expect) {
@@ -661,14 +619,8 @@ mod tests {
         check_named(json!(0), expect![[r#"["--n=0"]"#]]);
         check_named(json!(2.0), expect![[r#"["--n=2.0"]"#]]);
         check_named(json!([]), expect![[r#"["--n=[]"]"#]]);
-        check_named(
-            json!(["a", 1, true, null, "it's"]),
-            expect![[r#"["--n=['a', 1, True, None, \"it's\"]"]"#]],
-        );
-        check_named(
-            json!({"k": {"x": [1.5]}, "q": "v"}),
-            expect![[r#"["--n={'k': {'x': [1.5]}, 'q': 'v'}"]"#]],
-        );
+        check_named(json!(["a", 1, true, null, "it's"]), expect![[r#"["--n=['a', 1, True, None, \"it's\"]"]"#]]);
+        check_named(json!({"k": {"x": [1.5]}, "q": "v"}), expect![[r#"["--n={'k': {'x': [1.5]}, 'q': 'v'}"]"#]]);
         check_named(json!("it's \"x\""), expect![[r#"["--n=it's \"x\""]"#]]);
         let args = script_args(&[param("n", None, None, json!(1))], "-");
         assert_eq!(args, ["-n=1"]);
@@ -689,18 +641,10 @@ mod tests {
         check_positional(Some("boolean"), json!(true), expect![[r#"["1"]"#]]);
         check_positional(Some("boolean"), json!(false), expect![[r#"["0"]"#]]);
         check_positional(Some("boolean"), Value::Null, expect![[r#"[""]"#]]);
-        check_positional(
-            Some("array"),
-            json!(["a", 1, 2.5]),
-            expect![[r#"["a,1,2.5"]"#]],
-        );
+        check_positional(Some("array"), json!(["a", 1, 2.5]), expect![[r#"["a,1,2.5"]"#]]);
         check_positional(Some("array"), json!([]), expect![[r#"[""]"#]]);
         check_positional(Some("array"), json!("abc"), expect![[r#"["a,b,c"]"#]]);
-        check_positional(
-            Some("array"),
-            json!([["x"], {"k": 1}]),
-            expect![[r#"["['x'],{'k': 1}"]"#]],
-        );
+        check_positional(Some("array"), json!([["x"], {"k": 1}]), expect![[r#"["['x'],{'k': 1}"]"#]]);
         check_positional(
             Some("object"),
             json!({"a": 1, "b": [true, null], "é": "ü"}),
@@ -765,19 +709,10 @@ mod tests {
             json!("tab\tnl\nbs\\ bell\u{7} del\u{7f} nbsp\u{a0} é 😀"),
             expect![[r#"'tab\tnl\nbs\\ bell\x07 del\x7f nbsp\xa0 é 😀'"#]],
         );
-        check(
-            json!("zw\u{200b} ls\u{2028}"),
-            expect![[r#"'zw\u200b ls\u2028'"#]],
-        );
-        check(
-            json!({"a": null, "b": false}),
-            expect!["{'a': None, 'b': False}"],
-        );
+        check(json!("zw\u{200b} ls\u{2028}"), expect![[r#"'zw\u200b ls\u2028'"#]]);
+        check(json!({"a": null, "b": false}), expect!["{'a': None, 'b': False}"]);
         check(json!(-5), expect!["-5"]);
-        check(
-            json!(18446744073709551615u64),
-            expect!["18446744073709551615"],
-        );
+        check(json!(18446744073709551615u64), expect!["18446744073709551615"]);
     }
 
     #[test]
@@ -809,10 +744,8 @@ mod tests {
     #[test]
     fn python_json_dumps() {
         let v = json!({"s": "q\"b\\n\n\u{1}\u{7f}", "emoji": "😀", "f": 1.0, "l": [], "o": {}});
-        expect![[
-            r#"{"s": "q\"b\\n\n\u0001\u007f", "emoji": "\ud83d\ude00", "f": 1.0, "l": [], "o": {}}"#
-        ]]
-        .assert_eq(&py_json_dumps(&v));
+        expect![[r#"{"s": "q\"b\\n\n\u0001\u007f", "emoji": "\ud83d\ude00", "f": 1.0, "l": [], "o": {}}"#]]
+            .assert_eq(&py_json_dumps(&v));
     }
 
     fn outcome(code: Option<i32>, stdout: &str, stderr: &str) -> ProcessOutcome {
@@ -840,34 +773,24 @@ mod tests {
     fn shell_results() {
         check_shell(
             &outcome(Some(0), "hello\n", ""),
-            expect![[
-                r#"succeeded {"failed":false,"succeeded":true,"return_code":0,"stdout":"hello","stderr":""}"#
-            ]],
+            expect![[r#"succeeded {"failed":false,"succeeded":true,"return_code":0,"stdout":"hello","stderr":""}"#]],
         );
         check_shell(
             &outcome(Some(0), "{\"a\": 1}\n", "[1,2]\r\n"),
-            expect![[
-                r#"succeeded {"failed":false,"succeeded":true,"return_code":0,"stdout":{"a":1},"stderr":[1,2]}"#
-            ]],
+            expect![[r#"succeeded {"failed":false,"succeeded":true,"return_code":0,"stdout":{"a":1},"stderr":[1,2]}"#]],
         );
         // Only one "\n" then one "\r"; "\n\r" keeps its "\n"; JSON scalars decode too.
         check_shell(
             &outcome(Some(1), "a\n\n", "b\n\r"),
-            expect![[
-                r#"failed {"failed":true,"succeeded":false,"return_code":1,"stdout":"a\n","stderr":"b\n"}"#
-            ]],
+            expect![[r#"failed {"failed":true,"succeeded":false,"return_code":1,"stdout":"a\n","stderr":"b\n"}"#]],
         );
         check_shell(
             &outcome(Some(2), "42\n", "null"),
-            expect![[
-                r#"failed {"failed":true,"succeeded":false,"return_code":2,"stdout":42,"stderr":null}"#
-            ]],
+            expect![[r#"failed {"failed":true,"succeeded":false,"return_code":2,"stdout":42,"stderr":null}"#]],
         );
         check_shell(
             &outcome(Some(0), " true \n", "NaN"),
-            expect![[
-                r#"succeeded {"failed":false,"succeeded":true,"return_code":0,"stdout":true,"stderr":"NaN"}"#
-            ]],
+            expect![[r#"succeeded {"failed":false,"succeeded":true,"return_code":0,"stdout":true,"stderr":"NaN"}"#]],
         );
         let mut timed = outcome(None, "partial\n", "");
         timed.signal = Some(15);
@@ -882,18 +805,14 @@ mod tests {
         killed.signal = Some(11);
         check_shell(
             &killed,
-            expect![[
-                r#"failed {"failed":true,"succeeded":false,"return_code":-11,"stdout":"","stderr":""}"#
-            ]],
+            expect![[r#"failed {"failed":true,"succeeded":false,"return_code":-11,"stdout":"","stderr":""}"#]],
         );
         let mut canceled = outcome(None, "", "");
         canceled.signal = Some(15);
         canceled.canceled = true;
         check_shell(
             &canceled,
-            expect![[
-                r#"canceled {"failed":true,"succeeded":false,"return_code":-15,"stdout":"","stderr":""}"#
-            ]],
+            expect![[r#"canceled {"failed":true,"succeeded":false,"return_code":-15,"stdout":"","stderr":""}"#]],
         );
     }
 
@@ -908,22 +827,13 @@ mod tests {
 
     #[test]
     fn python_results() {
-        let out = format!(
-            "printed\n{}after\n",
-            framed(r#"{"result": {"x": 1}, "status": null}"#)
-        );
+        let out = format!("printed\n{}after\n", framed(r#"{"result": {"x": 1}, "status": null}"#));
         check_python(
             &outcome(Some(0), &out, "log\n"),
-            expect![[
-                r#"succeeded {"stdout":"printed\nafter\n","stderr":"log\n","exit_code":0,"result":{"x":1}}"#
-            ]],
+            expect![[r#"succeeded {"stdout":"printed\nafter\n","stderr":"log\n","exit_code":0,"result":{"x":1}}"#]],
         );
         check_python(
-            &outcome(
-                Some(0),
-                &framed(r#"{"result": "nope", "status": false}"#),
-                "",
-            ),
+            &outcome(Some(0), &framed(r#"{"result": "nope", "status": false}"#), ""),
             expect![[r#"failed {"stdout":"","stderr":"","exit_code":0,"result":"nope"}"#]],
         );
         check_python(
@@ -961,11 +871,7 @@ mod tests {
         );
         // Not JSON (an old wrapper printing str(dict)): the regex fishes out the result.
         check_python(
-            &outcome(
-                Some(0),
-                &framed("{'result': <object at 0x1>, 'status': None}"),
-                "",
-            ),
+            &outcome(Some(0), &framed("{'result': <object at 0x1>, 'status': None}"), ""),
             expect![[
                 r#"succeeded {"stdout":"","stderr":"","exit_code":0,"result":"<object at 0x1>, 'status': None}"}"#
             ]],
@@ -993,10 +899,7 @@ mod tests {
         std::fs::create_dir_all(&site).unwrap_or_else(|e| panic!("{e}"));
         let params = json!({"a": 1});
         let config = json!({"token": "s3cret"});
-        let env = [
-            ("PYTHONPATH".to_owned(), "/ignored".to_owned()),
-            ("X".to_owned(), "y".to_owned()),
-        ];
+        let env = [("PYTHONPATH".to_owned(), "/ignored".to_owned()), ("X".to_owned(), "y".to_owned())];
         let action = PythonAction {
             pack: "mypack",
             pack_dir: Path::new("/packs/mypack"),
@@ -1012,50 +915,26 @@ mod tests {
         };
         let spec = python_command(&action);
         assert_eq!(spec.program, venv.join("bin/python"));
-        let args: Vec<String> = spec
-            .args
-            .iter()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect();
+        let args: Vec<String> = spec.args.iter().map(|a| a.to_string_lossy().into_owned()).collect();
         expect![[r#"["-u", "/state/python/packd_action_wrapper.py", "--pack=mypack", "--file-path=/packs/mypack/actions/a.py", "--stdin-parameters", "--log-level=DEBUG"]"#]]
             .assert_eq(&format!("{args:?}"));
         let stdin = String::from_utf8(spec.stdin.clone().unwrap_or_default()).unwrap_or_default();
-        assert_eq!(
-            stdin,
-            "{\"parameters\":{\"a\":1},\"config\":{\"token\":\"s3cret\"}}\n"
-        );
+        assert_eq!(stdin, "{\"parameters\":{\"a\":1},\"config\":{\"token\":\"s3cret\"}}\n");
         assert!(!args.iter().any(|a| a.contains("s3cret")));
-        let env_of = |k: &str| {
-            spec.env
-                .iter()
-                .find(|(key, _)| key == k)
-                .map(|(_, v)| v.to_string_lossy().into_owned())
-        };
+        let env_of = |k: &str| spec.env.iter().find(|(key, _)| key == k).map(|(_, v)| v.to_string_lossy().into_owned());
         let pythonpath = env_of("PYTHONPATH").unwrap_or_default();
         let expected_prefix = format!("/state/python:{}:/packs/mypack/actions/lib", site.display());
         assert!(pythonpath.starts_with(&expected_prefix), "{pythonpath}");
         assert!(!pythonpath.contains("/ignored"));
-        assert!(
-            env_of("PATH")
-                .unwrap_or_default()
-                .starts_with(&format!("{}:", venv.join("bin").display()))
-        );
+        assert!(env_of("PATH").unwrap_or_default().starts_with(&format!("{}:", venv.join("bin").display())));
         assert_eq!(env_of("X").as_deref(), Some("y"));
         assert_eq!(env_of("PACKD_SOCKET").as_deref(), Some("/run/packd.sock"));
 
         let no_venv = dir.path().join("absent");
-        let spec = python_command(&PythonAction {
-            virtualenv: &no_venv,
-            socket: None,
-            ..action
-        });
+        let spec = python_command(&PythonAction { virtualenv: &no_venv, socket: None, ..action });
         assert_eq!(spec.program, PathBuf::from("python3"));
         assert!(spec.env.iter().all(|(k, _)| k != "PACKD_SOCKET"));
-        let path = spec
-            .env
-            .iter()
-            .find(|(k, _)| k == "PATH")
-            .map(|(_, v)| v.clone());
+        let path = spec.env.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.clone());
         assert_eq!(path, std::env::var_os("PATH"));
     }
 
@@ -1064,19 +943,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let path = dir.path().join("s.sh");
         std::fs::write(&path, "echo \"$@\"\n").unwrap_or_else(|e| panic!("{e}"));
-        let spec =
-            script_command(&path, &["--a=1".into(), "".into()]).unwrap_or_else(|e| panic!("{e}"));
+        let spec = script_command(&path, &["--a=1".into(), "".into()]).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(spec.program, PathBuf::from("/bin/sh"));
-        assert_eq!(
-            spec.args,
-            vec![path.into_os_string(), "--a=1".into(), "".into()]
-        );
-        let out = smol::block_on(super::super::process::run(spec, None))
-            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(spec.args, vec![path.into_os_string(), "--a=1".into(), "".into()]);
+        let out = smol::block_on(super::super::process::run(spec, None)).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(out.stdout, "--a=1 \n");
         let spec = shell_command("echo $((1+2))");
-        let out = smol::block_on(super::super::process::run(spec, None))
-            .unwrap_or_else(|e| panic!("{e}"));
+        let out = smol::block_on(super::super::process::run(spec, None)).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(shell_result(&out, 60).1["stdout"], json!(3));
     }
 }

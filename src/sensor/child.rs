@@ -62,10 +62,7 @@ pub fn launch_for(spec: &SensorSpec) -> Launch {
     ];
     let mut extra_pythonpath = Vec::new();
     let launch = match &spec.kind {
-        SensorKind::St2Python {
-            class_name,
-            poll_interval,
-        } => {
+        SensorKind::St2Python { class_name, poll_interval } => {
             let mut args: Vec<OsString> = vec![
                 "-u".into(),
                 spec.shim_dir.join(SENSOR_WRAPPER).into_os_string(),
@@ -102,29 +99,20 @@ pub fn launch_for(spec: &SensorSpec) -> Launch {
         }
         SensorKind::JsonLines { interpreter } => {
             env.push(("ATTUNE_SENSOR_REF".into(), spec.ref_.clone().into()));
-            env.push((
-                "ATTUNE_SENSOR_TRIGGERS".into(),
-                spec.triggers.to_string().into(),
-            ));
+            env.push(("ATTUNE_SENSOR_TRIGGERS".into(), spec.triggers.to_string().into()));
             env.push((
                 "ATTUNE_SENSOR_TRIGGER_TYPES".into(),
                 Value::from(spec.known_triggers.clone()).to_string().into(),
             ));
             env.push(("ATTUNE_SENSOR_CONFIG".into(), spec.config.to_string().into()));
+            // Python sensors that print without flushing would otherwise deliver events only
+            // when their 8 KiB buffer fills; other programs ignore the variable.
+            env.push(("PYTHONUNBUFFERED".into(), "1".into()));
             let (program, args) = match interpreter {
-                Some(interpreter) => (
-                    interpreter.clone(),
-                    vec![spec.entry_point.clone().into_os_string()],
-                ),
+                Some(interpreter) => (interpreter.clone(), vec![spec.entry_point.clone().into_os_string()]),
                 None => (spec.entry_point.clone(), Vec::new()),
             };
-            Launch {
-                program,
-                args,
-                env: Vec::new(),
-                cwd: spec.pack_dir.clone(),
-                stdin: None,
-            }
+            Launch { program, args, env: Vec::new(), cwd: spec.pack_dir.clone(), stdin: None }
         }
     };
     let is_python = matches!(spec.kind, SensorKind::St2Python { .. });
@@ -167,11 +155,7 @@ pub fn spawn(launch: &Launch) -> io::Result<Spawned> {
     cmd.args(&launch.args)
         .envs(launch.env.iter().map(|(k, v)| (k, v)))
         .current_dir(&launch.cwd)
-        .stdin(if launch.stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
+        .stdin(if launch.stdin.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let parent = nix::unistd::getpid();
@@ -196,17 +180,7 @@ pub fn spawn(launch: &Launch) -> io::Result<Spawned> {
     let stdout = child.stdout.take().and_then(|p| Async::new(p).ok());
     let stderr = child.stderr.take().and_then(|p| Async::new(p).ok());
     let pidfd = pidfd_open(pid).and_then(|fd| Async::new(fd).ok());
-    Ok(Spawned {
-        process: SensorProcess {
-            child,
-            pid,
-            pidfd,
-            reaped: false,
-        },
-        stdin,
-        stdout,
-        stderr,
-    })
+    Ok(Spawned { process: SensorProcess { child, pid, pidfd, reaped: false }, stdin, stdout, stderr })
 }
 
 /// How a process ended.
@@ -258,10 +232,7 @@ impl SensorProcess {
         loop {
             if let Some(status) = self.child.try_wait()? {
                 self.reaped = true;
-                return Ok(Exit {
-                    code: status.code(),
-                    signal: status.signal(),
-                });
+                return Ok(Exit { code: status.code(), signal: status.signal() });
             }
             Timer::after(EXIT_POLL_INTERVAL).await;
         }
@@ -318,10 +289,7 @@ mod tests {
             config: json!({"token": "t"}),
             triggers: json!([{"ref": "hello_st2.event1", "parameters": {}}]),
             known_triggers: vec!["hello_st2.event1".into()],
-            env: vec![
-                ("PYTHONPATH".into(), "/venv/site".into()),
-                ("X".into(), "y".into()),
-            ],
+            env: vec![("PYTHONPATH".into(), "/venv/site".into()), ("X".into(), "y".into())],
             python: "/venv/bin/python".into(),
             shim_dir: "/state/python".into(),
             socket: "/run/packd.sock".into(),
@@ -329,29 +297,21 @@ mod tests {
     }
 
     fn render(launch: &Launch) -> String {
-        let env: Vec<String> = launch
-            .env
-            .iter()
-            .map(|(k, v)| format!("{}={}", k.to_string_lossy(), v.to_string_lossy()))
-            .collect();
+        let env: Vec<String> =
+            launch.env.iter().map(|(k, v)| format!("{}={}", k.to_string_lossy(), v.to_string_lossy())).collect();
         format!(
             "{} {:?}\ncwd {}\nenv {env:#?}\nstdin {:?}",
             launch.program.display(),
             launch.args,
             launch.cwd.display(),
-            launch
-                .stdin
-                .as_ref()
-                .map(|s| String::from_utf8_lossy(s).into_owned())
+            launch.stdin.as_ref().map(|s| String::from_utf8_lossy(s).into_owned())
         )
     }
 
     #[test]
     fn st2_python_launch() {
-        let launch = launch_for(&spec(SensorKind::St2Python {
-            class_name: "HelloSensor".into(),
-            poll_interval: Some(30.0),
-        }));
+        let launch =
+            launch_for(&spec(SensorKind::St2Python { class_name: "HelloSensor".into(), poll_interval: Some(30.0) }));
         let inherited = std::env::var("PYTHONPATH").ok().filter(|p| !p.is_empty());
         let mut text = render(&launch);
         if let Some(inherited) = inherited {
@@ -368,21 +328,10 @@ mod tests {
             ]
             stdin Some("{\"config\":{\"token\":\"t\"},\"triggers\":[{\"ref\":\"hello_st2.event1\",\"parameters\":{}}]}\n")"#]]
         .assert_eq(&text);
-        let fractional = launch_for(&spec(SensorKind::St2Python {
-            class_name: "C".into(),
-            poll_interval: Some(0.25),
-        }));
+        let fractional = launch_for(&spec(SensorKind::St2Python { class_name: "C".into(), poll_interval: Some(0.25) }));
         assert!(fractional.args.contains(&"--poll-interval=0.25".into()));
-        let none = launch_for(&spec(SensorKind::St2Python {
-            class_name: "C".into(),
-            poll_interval: None,
-        }));
-        assert!(
-            !none
-                .args
-                .iter()
-                .any(|a| a.to_string_lossy().starts_with("--poll"))
-        );
+        let none = launch_for(&spec(SensorKind::St2Python { class_name: "C".into(), poll_interval: None }));
+        assert!(!none.args.iter().any(|a| a.to_string_lossy().starts_with("--poll")));
     }
 
     #[test]
@@ -398,18 +347,14 @@ mod tests {
                 "ATTUNE_SENSOR_TRIGGERS=[{\"ref\":\"hello_st2.event1\",\"parameters\":{}}]",
                 "ATTUNE_SENSOR_TRIGGER_TYPES=[\"hello_st2.event1\"]",
                 "ATTUNE_SENSOR_CONFIG={\"token\":\"t\"}",
+                "PYTHONUNBUFFERED=1",
                 "PYTHONPATH=/venv/site",
                 "X=y",
             ]
             stdin None"#]]
         .assert_eq(&render(&launch));
-        let launch = launch_for(&spec(SensorKind::JsonLines {
-            interpreter: Some("/usr/bin/python3".into()),
-        }));
+        let launch = launch_for(&spec(SensorKind::JsonLines { interpreter: Some("/usr/bin/python3".into()) }));
         assert_eq!(launch.program, Path::new("/usr/bin/python3"));
-        assert_eq!(
-            launch.args,
-            vec![OsString::from("/packs/hello_st2/sensors/sensor1.py")]
-        );
+        assert_eq!(launch.args, vec![OsString::from("/packs/hello_st2/sensors/sensor1.py")]);
     }
 }

@@ -93,8 +93,7 @@ pub fn parse_event(line: &[u8], known_triggers: &[String]) -> Result<Option<Emit
     if line.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
-    let value: Value =
-        serde_json::from_slice(line).map_err(|e| LineError::NotJson(e.to_string()))?;
+    let value: Value = serde_json::from_slice(line).map_err(|e| LineError::NotJson(e.to_string()))?;
     let Value::Object(mut object) = value else {
         return Err(LineError::NotObject);
     };
@@ -102,11 +101,8 @@ pub fn parse_event(line: &[u8], known_triggers: &[String]) -> Result<Option<Emit
         Some(Value::String(t)) if !t.is_empty() => t,
         _ => return Err(LineError::NoTrigger),
     };
-    if !known_triggers.iter().any(|k| *k == trigger) {
-        return Err(LineError::UnknownTrigger {
-            trigger,
-            known: describe_known(known_triggers),
-        });
+    if !known_triggers.contains(&trigger) {
+        return Err(LineError::UnknownTrigger { trigger, known: describe_known(known_triggers) });
     }
     let payload = match object.remove("payload") {
         None | Some(Value::Null) => Value::Object(Map::new()),
@@ -118,23 +114,14 @@ pub fn parse_event(line: &[u8], known_triggers: &[String]) -> Result<Option<Emit
         Some(Value::String(s)) => Some(s),
         Some(other) => Some(other.to_string()),
     };
-    Ok(Some(Emitted {
-        trigger,
-        payload,
-        trace_tag,
-    }))
+    Ok(Some(Emitted { trigger, payload, trace_tag }))
 }
 
 fn describe_known(known: &[String]) -> String {
     if known.is_empty() {
         return "nothing".to_owned();
     }
-    let mut text = known
-        .iter()
-        .take(REPORT_KNOWN_TRIGGERS)
-        .map(String::as_str)
-        .collect::<Vec<_>>()
-        .join(", ");
+    let mut text = known.iter().take(REPORT_KNOWN_TRIGGERS).map(String::as_str).collect::<Vec<_>>().join(", ");
     if known.len() > REPORT_KNOWN_TRIGGERS {
         text.push_str(&format!(" and {} more", known.len() - REPORT_KNOWN_TRIGGERS));
     }
@@ -167,11 +154,7 @@ pub fn snippet(line: &[u8]) -> String {
 /// the `kept` bytes) marked.
 pub fn stderr_text(kept: &[u8], full_len: usize) -> String {
     let cut = full_len.saturating_sub(kept.len());
-    let kept = if cut == 0 {
-        kept.strip_suffix(b"\r").unwrap_or(kept)
-    } else {
-        kept
-    };
+    let kept = if cut == 0 { kept.strip_suffix(b"\r").unwrap_or(kept) } else { kept };
     let mut text = String::from_utf8_lossy(kept).into_owned();
     if cut > 0 {
         text.push_str(&format!(" [… {cut} more bytes cut]"));
@@ -203,12 +186,9 @@ mod tests {
     fn check(line: &str, expect: Expect) {
         let known = vec!["p.t".to_owned(), "p.other".to_owned()];
         let got = match parse_event(line.as_bytes(), &known) {
-            Ok(Some(e)) => format!(
-                "{} {} {:?}",
-                e.trigger,
-                serde_json::to_string(&e.payload).unwrap_or_default(),
-                e.trace_tag
-            ),
+            Ok(Some(e)) => {
+                format!("{} {} {:?}", e.trigger, serde_json::to_string(&e.payload).unwrap_or_default(), e.trace_tag)
+            }
             Ok(None) => "blank".to_owned(),
             Err(e) => format!("drop: {e}"),
         };
@@ -219,24 +199,12 @@ mod tests {
     fn event_lines() {
         check(r#"{"trigger":"p.t","payload":{"a":1}}"#, expect![[r#"p.t {"a":1} None"#]]);
         check(r#"{"trigger_ref":"p.t"}"#, expect![[r#"p.t {} None"#]]);
-        check(
-            r#"{"trigger":"p.t","payload":null,"trace_tag":"x"}"#,
-            expect![[r#"p.t {} Some("x")"#]],
-        );
-        check(
-            r#"{"trigger":"p.t","trace_tag":42}"#,
-            expect![[r#"p.t {} Some("42")"#]],
-        );
+        check(r#"{"trigger":"p.t","payload":null,"trace_tag":"x"}"#, expect![[r#"p.t {} Some("x")"#]]);
+        check(r#"{"trigger":"p.t","trace_tag":42}"#, expect![[r#"p.t {} Some("42")"#]]);
         check("   ", expect!["blank"]);
         check("", expect!["blank"]);
-        check(
-            "hello world",
-            expect!["drop: not valid JSON: expected value at line 1 column 1"],
-        );
-        check(
-            r#"{"trigger":"p.t""#,
-            expect!["drop: not valid JSON: EOF while parsing an object at line 1 column 16"],
-        );
+        check("hello world", expect!["drop: not valid JSON: expected value at line 1 column 1"]);
+        check(r#"{"trigger":"p.t""#, expect!["drop: not valid JSON: EOF while parsing an object at line 1 column 16"]);
         check("[1,2]", expect!["drop: not a JSON object"]);
         check(r#"{"payload":{}}"#, expect![[r#"drop: no "trigger" string"#]]);
         check(r#"{"trigger":7}"#, expect![[r#"drop: no "trigger" string"#]]);
@@ -257,16 +225,10 @@ mod tests {
     #[test]
     fn unknown_trigger_report_is_bounded() {
         let known: Vec<String> = (0..25).map(|i| format!("p.t{i}")).collect();
-        let err = parse_event(br#"{"trigger":"x"}"#, &known)
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
+        let err = parse_event(br#"{"trigger":"x"}"#, &known).err().map(|e| e.to_string()).unwrap_or_default();
         expect![[r#"unknown trigger "x" (this sensor may emit: p.t0, p.t1, p.t2, p.t3, p.t4, p.t5, p.t6, p.t7, p.t8, p.t9 and 15 more)"#]]
             .assert_eq(&err);
-        let err = parse_event(br#"{"trigger":"x"}"#, &[])
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
+        let err = parse_event(br#"{"trigger":"x"}"#, &[]).err().map(|e| e.to_string()).unwrap_or_default();
         expect![[r#"unknown trigger "x" (this sensor may emit: nothing)"#]].assert_eq(&err);
     }
 
@@ -288,8 +250,7 @@ mod tests {
             .assert_eq(&format!("{:?}", read_all(b"abc\n\ndefghi\ntail", 100, 2)));
         // Over the cap: the first `cap` bytes are kept, the length is the real one, and the
         // next line is intact.
-        expect![[r#"[("abcd", 10), ("ok", 2)]"#]]
-            .assert_eq(&format!("{:?}", read_all(b"abcdefghij\nok\n", 4, 3)));
+        expect![[r#"[("abcd", 10), ("ok", 2)]"#]].assert_eq(&format!("{:?}", read_all(b"abcdefghij\nok\n", 4, 3)));
         expect!["[]"].assert_eq(&format!("{:?}", read_all(b"", 4, 3)));
     }
 

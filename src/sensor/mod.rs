@@ -29,7 +29,7 @@
 //! [`SensorSpec::env`]; cwd is the pack directory.
 //! JSON-lines sensors also get `ATTUNE_SENSOR_REF`, `ATTUNE_SENSOR_TRIGGERS` (JSON of
 //! [`SensorSpec::triggers`]), `ATTUNE_SENSOR_TRIGGER_TYPES` (JSON array of `known_triggers`) and
-//! `ATTUNE_SENSOR_CONFIG` (JSON of the config); stdin is `/dev/null`.
+//! `ATTUNE_SENSOR_CONFIG` (JSON of the config) and `PYTHONUNBUFFERED=1`; stdin is `/dev/null`.
 //! StackStorm sensors get `PYTHONPATH` = shim dir, then any `PYTHONPATH` from `env`, then the
 //! inherited one; stdin carries one line `{"config": …, "triggers": […]}` and is then closed.
 //!
@@ -118,10 +118,7 @@ pub enum SensorKind {
     /// A StackStorm Python sensor: `class_name` from `entry_point`, run by the wrapper with
     /// [`SensorSpec::python`]. `poll_interval` (seconds) is passed only when set, and used only
     /// by `PollingSensor` subclasses, as in StackStorm.
-    St2Python {
-        class_name: String,
-        poll_interval: Option<f64>,
-    },
+    St2Python { class_name: String, poll_interval: Option<f64> },
     /// Any-language sensor printing JSON lines: `entry_point` is executed directly, or as
     /// `interpreter entry_point` (e.g. Attune's `runner_type: python`).
     JsonLines { interpreter: Option<PathBuf> },
@@ -253,10 +250,7 @@ impl SensorStatus {
         let mut object = self.to_json();
         if let Value::Object(map) = &mut object {
             map.insert("id".into(), Value::String(self.ref_.clone()));
-            map.insert(
-                "timestamp".into(),
-                rfc3339(SystemTime::now()).map_or(Value::Null, Value::String),
-            );
+            map.insert("timestamp".into(), rfc3339(SystemTime::now()).map_or(Value::Null, Value::String));
         }
         json!({ "object": object })
     }
@@ -275,13 +269,7 @@ pub trait SensorHost {
     /// Make one event durable (e.g. commit the trigger instance). The sensor's next line is read
     /// only after this resolves. An `Err` is logged and the event counted as not delivered. The
     /// future may be dropped unfinished if the sensor is stopped while it is pending.
-    fn dispatch(
-        &self,
-        sensor: &str,
-        trigger: &str,
-        payload: Value,
-        trace_tag: Option<String>,
-    ) -> DispatchFuture;
+    fn dispatch(&self, sensor: &str, trigger: &str, payload: Value, trace_tag: Option<String>) -> DispatchFuture;
     /// Any change of state, pid or restart count (not on every event).
     fn state_changed(&self, status: &SensorStatus);
     /// A stderr line of the sensor (level from a `DEBUG|INFO|WARNING|ERROR|CRITICAL` first word,
@@ -327,17 +315,8 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    pub fn new(
-        executor: Rc<LocalExecutor<'static>>,
-        host: Rc<dyn SensorHost>,
-        timings: Timings,
-    ) -> Self {
-        Supervisor {
-            executor,
-            host,
-            timings,
-            slots: RefCell::new(BTreeMap::new()),
-        }
+    pub fn new(executor: Rc<LocalExecutor<'static>>, host: Rc<dyn SensorHost>, timings: Timings) -> Self {
+        Supervisor { executor, host, timings, slots: RefCell::new(BTreeMap::new()) }
     }
 
     /// Start supervising `spec`. A sensor already known under the same ref is replaced: its
@@ -350,12 +329,7 @@ impl Supervisor {
         self.slots.borrow_mut().insert(ref_, slot);
     }
 
-    fn spawn_slot(
-        &self,
-        spec: Rc<SensorSpec>,
-        status: SensorStatus,
-        previous: Option<Slot>,
-    ) -> Slot {
+    fn spawn_slot(&self, spec: Rc<SensorSpec>, status: SensorStatus, previous: Option<Slot>) -> Slot {
         let status = Rc::new(RefCell::new(status));
         let (commands, command_rx) = smol::channel::unbounded();
         let (alive, done) = smol::channel::bounded::<()>(1);
@@ -371,13 +345,7 @@ impl Supervisor {
             }
             supervise::supervise(&*host, timings, &task_spec, &task_status, &command_rx).await;
         });
-        Slot {
-            spec,
-            status,
-            commands,
-            done,
-            _task: task,
-        }
+        Slot { spec, status, commands, done, _task: task }
     }
 
     /// Stop a sensor: SIGTERM to its process group, SIGKILL after [`Timings::stop_grace`]. The
@@ -414,9 +382,7 @@ impl Supervisor {
     /// in backoff skips the wait; a stopped one is started again. Resets the backoff.
     pub fn restart(&self, ref_: &str) -> Result<(), SensorError> {
         let mut slots = self.slots.borrow_mut();
-        let slot = slots
-            .get(ref_)
-            .ok_or_else(|| SensorError::Unknown(ref_.to_owned()))?;
+        let slot = slots.get(ref_).ok_or_else(|| SensorError::Unknown(ref_.to_owned()))?;
         if !slot.done.is_closed() {
             let _ = slot.commands.try_send(Command::Restart);
             return Ok(());
@@ -433,12 +399,8 @@ impl Supervisor {
     /// Stop every sensor (agent shutdown); all get SIGTERM at once, so the whole stop takes at
     /// most one grace period.
     pub fn stop_all(&self) -> impl Future<Output = ()> + 'static {
-        let handles: Vec<_> = self
-            .slots
-            .borrow()
-            .values()
-            .map(|slot| (slot.commands.clone(), slot.done.clone()))
-            .collect();
+        let handles: Vec<_> =
+            self.slots.borrow().values().map(|slot| (slot.commands.clone(), slot.done.clone())).collect();
         for (commands, _) in &handles {
             let _ = commands.try_send(Command::Stop);
         }
@@ -450,18 +412,11 @@ impl Supervisor {
     }
 
     pub fn status(&self, ref_: &str) -> Option<SensorStatus> {
-        self.slots
-            .borrow()
-            .get(ref_)
-            .map(|slot| slot.status.borrow().clone())
+        self.slots.borrow().get(ref_).map(|slot| slot.status.borrow().clone())
     }
 
     /// Every known sensor, by ref.
     pub fn statuses(&self) -> Vec<SensorStatus> {
-        self.slots
-            .borrow()
-            .values()
-            .map(|slot| slot.status.borrow().clone())
-            .collect()
+        self.slots.borrow().values().map(|slot| slot.status.borrow().clone()).collect()
     }
 }

@@ -19,8 +19,8 @@ use smol::io::{AsyncWriteExt, BufReader};
 use super::child::{self, Exit};
 use super::lines::{self, LineError};
 use super::{
-    Command, FAIL_THRESHOLD, LogLevel, MAX_LINE_BYTES, MAX_STDERR_LINE_BYTES, STDERR_TAIL_LINES,
-    SensorHost, SensorSpec, SensorState, SensorStatus, Timings,
+    Command, FAIL_THRESHOLD, LogLevel, MAX_LINE_BYTES, MAX_STDERR_LINE_BYTES, STDERR_TAIL_LINES, SensorHost,
+    SensorSpec, SensorState, SensorStatus, Timings,
 };
 
 /// Read buffer per pipe: a pipe holds 64 KiB; 16 KiB reads keep each sensor's footprint small.
@@ -30,10 +30,7 @@ const READ_CHUNK: usize = 16 * 1024;
 /// doubling up to `backoff_max`.
 pub fn backoff_delay(timings: &Timings, consecutive_failures: u32) -> Duration {
     let doublings = consecutive_failures.saturating_sub(1).min(31);
-    timings
-        .backoff_initial
-        .saturating_mul(1u32 << doublings)
-        .min(timings.backoff_max)
+    timings.backoff_initial.saturating_mul(1u32 << doublings).min(timings.backoff_max)
 }
 
 /// Supervise one sensor until it is asked to stop (or the command channel closes).
@@ -45,8 +42,19 @@ pub async fn supervise(
     commands: &Receiver<Command>,
 ) {
     let launch = child::launch_for(spec);
+    // A stop may have arrived while this task waited for its predecessor to stop; a queued
+    // restart is moot (the sensor is about to start anyway).
+    if let Ok(Command::Stop) = commands.try_recv() {
+        return stopped(host, spec, status);
+    }
+    // Set when the next spawn is a restart; counted with the `starting` state change so that the
+    // host sees one change per transition.
+    let mut restarting = false;
     loop {
         update(host, status, |s| {
+            if restarting {
+                s.restarts = s.restarts.saturating_add(1);
+            }
             s.state = SensorState::Starting;
             s.pid = None;
             s.next_restart_at = None;
@@ -74,8 +82,7 @@ pub async fn supervise(
                 host.log(&spec.ref_, LogLevel::Info, &format!("started, pid {pid}"));
                 let snapshot = status.borrow().clone();
                 host.process_spawned(&snapshot);
-                let (exit, requested) =
-                    run_process(host, &timings, spec, status, commands, spawned, &launch).await;
+                let (exit, requested) = run_process(host, &timings, spec, status, commands, spawned, &launch).await;
                 let ran = started.elapsed();
                 update(host, status, |s| {
                     s.pid = None;
@@ -99,10 +106,8 @@ pub async fn supervise(
         match requested {
             Some(Command::Stop) => return stopped(host, spec, status),
             Some(Command::Restart) => {
-                update(host, status, |s| {
-                    s.restarts = s.restarts.saturating_add(1);
-                    s.consecutive_failures = 0;
-                });
+                status.borrow_mut().consecutive_failures = 0;
+                restarting = true;
                 continue;
             }
             None => {}
@@ -112,26 +117,14 @@ pub async fn supervise(
         let ran_stably = started.elapsed() >= timings.stable_run;
         let delay = {
             let mut s = status.borrow_mut();
-            s.consecutive_failures = if ran_stably {
-                1
-            } else {
-                s.consecutive_failures.saturating_add(1)
-            };
+            s.consecutive_failures = if ran_stably { 1 } else { s.consecutive_failures.saturating_add(1) };
             backoff_delay(&timings, s.consecutive_failures)
         };
         update(host, status, |s| {
-            s.state = if s.consecutive_failures >= FAIL_THRESHOLD {
-                SensorState::Failed
-            } else {
-                SensorState::Backoff
-            };
+            s.state = if s.consecutive_failures >= FAIL_THRESHOLD { SensorState::Failed } else { SensorState::Backoff };
             s.next_restart_at = SystemTime::now().checked_add(delay);
         });
-        host.log(
-            &spec.ref_,
-            LogLevel::Info,
-            &format!("restarting in {:.1} s", delay.as_secs_f64()),
-        );
+        host.log(&spec.ref_, LogLevel::Info, &format!("restarting in {:.1} s", delay.as_secs_f64()));
         let wake = async {
             Timer::after(delay).await;
             None
@@ -140,12 +133,10 @@ pub async fn supervise(
         .await;
         match wake {
             Some(Command::Stop) => return stopped(host, spec, status),
-            Some(Command::Restart) => update(host, status, |s| {
-                s.consecutive_failures = 0;
-                s.restarts = s.restarts.saturating_add(1);
-            }),
-            None => update(host, status, |s| s.restarts = s.restarts.saturating_add(1)),
+            Some(Command::Restart) => status.borrow_mut().consecutive_failures = 0,
+            None => {}
         }
+        restarting = true;
     }
 }
 
@@ -160,25 +151,16 @@ fn stopped(host: &dyn SensorHost, spec: &SensorSpec, status: &RefCell<SensorStat
 
 fn describe_exit(exit: Option<Exit>) -> String {
     match exit {
-        Some(Exit {
-            signal: Some(sig), ..
-        }) => format!(
-            "killed by signal {sig} ({})",
-            Signal::try_from(sig).map_or("unknown", Signal::as_str)
-        ),
-        Some(Exit {
-            code: Some(code), ..
-        }) => format!("exited with code {code}"),
+        Some(Exit { signal: Some(sig), .. }) => {
+            format!("killed by signal {sig} ({})", Signal::try_from(sig).map_or("unknown", Signal::as_str))
+        }
+        Some(Exit { code: Some(code), .. }) => format!("exited with code {code}"),
         _ => "exited (status unknown)".to_owned(),
     }
 }
 
 /// Change the status and tell the host. No borrow is held while the host runs.
-fn update(
-    host: &dyn SensorHost,
-    status: &RefCell<SensorStatus>,
-    change: impl FnOnce(&mut SensorStatus),
-) {
+fn update(host: &dyn SensorHost, status: &RefCell<SensorStatus>, change: impl FnOnce(&mut SensorStatus)) {
     let snapshot = {
         let mut s = status.borrow_mut();
         change(&mut s);
@@ -213,20 +195,12 @@ async fn run_process(
     spawned: child::Spawned,
     launch: &child::Launch,
 ) -> (Option<Exit>, Option<Command>) {
-    let child::Spawned {
-        mut process,
-        stdin,
-        stdout,
-        stderr,
-    } = spawned;
+    let child::Spawned { mut process, stdin, stdout, stderr } = spawned;
     let input = launch.stdin.clone();
     let mut requested: Option<Command> = None;
     {
         let io = future::zip(
-            future::zip(
-                pump_events(host, spec, status, stdout),
-                pump_log(host, spec, status, stderr),
-            ),
+            future::zip(pump_events(host, spec, status, stdout), pump_log(host, spec, status, stderr)),
             feed(stdin, input),
         );
         let mut io = pin!(io);
@@ -316,11 +290,7 @@ async fn run_process(
     let exit = match process.reap().await {
         Ok(exit) => Some(exit),
         Err(e) => {
-            host.log(
-                &spec.ref_,
-                LogLevel::Error,
-                &format!("cannot reap pid {}: {e}", process.pid()),
-            );
+            host.log(&spec.ref_, LogLevel::Error, &format!("cannot reap pid {}: {e}", process.pid()));
             None
         }
     };
@@ -350,11 +320,7 @@ async fn pump_events(
             Ok(Some(len)) => len,
             Ok(None) => return,
             Err(e) => {
-                host.log(
-                    &spec.ref_,
-                    LogLevel::Error,
-                    &format!("cannot read stdout: {e}"),
-                );
+                host.log(&spec.ref_, LogLevel::Error, &format!("cannot read stdout: {e}"));
                 return;
             }
         };
@@ -367,25 +333,16 @@ async fn pump_events(
             Ok(None) => {}
             Ok(Some(event)) => {
                 let trigger = event.trigger;
-                let result = host
-                    .dispatch(&spec.ref_, &trigger, event.payload, event.trace_tag)
-                    .await;
+                let result = host.dispatch(&spec.ref_, &trigger, event.payload, event.trace_tag).await;
                 match result {
                     Ok(()) => status.borrow_mut().events += 1,
-                    Err(e) => host.log(
-                        &spec.ref_,
-                        LogLevel::Error,
-                        &format!("event for {trigger} not accepted: {e}"),
-                    ),
+                    Err(e) => host.log(&spec.ref_, LogLevel::Error, &format!("event for {trigger} not accepted: {e}")),
                 }
             }
             Err(reason) => {
                 let message = match &reason {
                     LineError::TooLong { .. } => format!("dropped a stdout line: {reason}"),
-                    _ => format!(
-                        "dropped a stdout line: {reason}: {}",
-                        lines::snippet(&line)
-                    ),
+                    _ => format!("dropped a stdout line: {reason}: {}", lines::snippet(&line)),
                 };
                 {
                     let mut s = status.borrow_mut();
@@ -408,9 +365,7 @@ async fn pump_log(
     let Some(stderr) = stderr else { return };
     let mut reader = BufReader::with_capacity(READ_CHUNK, stderr);
     let mut line = Vec::new();
-    while let Ok(Some(len)) =
-        lines::read_line_capped(&mut reader, &mut line, MAX_STDERR_LINE_BYTES).await
-    {
+    while let Ok(Some(len)) = lines::read_line_capped(&mut reader, &mut line, MAX_STDERR_LINE_BYTES).await {
         let text = lines::stderr_text(&line, len);
         let (level, message) = lines::stderr_level(&text);
         host.log(&spec.ref_, level, message);
@@ -426,19 +381,11 @@ mod tests {
     #[test]
     fn backoff_doubles_to_the_cap() {
         let t = Timings::default();
-        let delays: Vec<u64> = [0, 1, 2, 3, 4, 8, 9, 10, 40, u32::MAX]
-            .iter()
-            .map(|n| backoff_delay(&t, *n).as_secs())
-            .collect();
+        let delays: Vec<u64> =
+            [0, 1, 2, 3, 4, 8, 9, 10, 40, u32::MAX].iter().map(|n| backoff_delay(&t, *n).as_secs()).collect();
         expect!["[1, 1, 2, 4, 8, 128, 256, 300, 300, 300]"].assert_eq(&format!("{delays:?}"));
-        let fast = Timings {
-            backoff_initial: Duration::from_millis(50),
-            backoff_max: Duration::from_millis(300),
-            ..t
-        };
-        let delays: Vec<u128> = (1..6)
-            .map(|n| backoff_delay(&fast, n).as_millis())
-            .collect();
+        let fast = Timings { backoff_initial: Duration::from_millis(50), backoff_max: Duration::from_millis(300), ..t };
+        let delays: Vec<u128> = (1..6).map(|n| backoff_delay(&fast, n).as_millis()).collect();
         expect!["[50, 100, 200, 300, 300]"].assert_eq(&format!("{delays:?}"));
     }
 

@@ -20,30 +20,12 @@ use super::*;
 
 /// The shim files the sensor wrapper needs, as the lead's installer writes them.
 const SHIM: &[(&str, &str)] = &[
-    (
-        "packd_sensor_wrapper.py",
-        include_str!("../runner/python/packd_sensor_wrapper.py"),
-    ),
-    (
-        "packd_client.py",
-        include_str!("../runner/python/packd_client.py"),
-    ),
-    (
-        "st2reactor/__init__.py",
-        include_str!("../runner/python/st2reactor/__init__.py"),
-    ),
-    (
-        "st2reactor/sensor/__init__.py",
-        include_str!("../runner/python/st2reactor/sensor/__init__.py"),
-    ),
-    (
-        "st2reactor/sensor/base.py",
-        include_str!("../runner/python/st2reactor/sensor/base.py"),
-    ),
-    (
-        "packd_fallback/eventlet/__init__.py",
-        include_str!("../runner/python/packd_fallback/eventlet/__init__.py"),
-    ),
+    ("packd_sensor_wrapper.py", include_str!("../runner/python/packd_sensor_wrapper.py")),
+    ("packd_client.py", include_str!("../runner/python/packd_client.py")),
+    ("st2reactor/__init__.py", include_str!("../runner/python/st2reactor/__init__.py")),
+    ("st2reactor/sensor/__init__.py", include_str!("../runner/python/st2reactor/sensor/__init__.py")),
+    ("st2reactor/sensor/base.py", include_str!("../runner/python/st2reactor/sensor/base.py")),
+    ("packd_fallback/eventlet/__init__.py", include_str!("../runner/python/packd_fallback/eventlet/__init__.py")),
 ];
 
 fn ok<T, E: std::fmt::Display>(r: Result<T, E>) -> T {
@@ -134,12 +116,7 @@ impl Fixture {
         let store: Store = Arc::default();
         serve_kv(ok(UnixListener::bind(&socket)), store.clone());
         ok(std::fs::create_dir_all(dir.path().join("mypack/sensors")));
-        Fixture {
-            dir,
-            shim,
-            socket,
-            store,
-        }
+        Fixture { dir, shim, socket, store }
     }
 
     fn pack_dir(&self) -> PathBuf {
@@ -150,10 +127,7 @@ impl Fixture {
     fn file(&self, name: &str, contents: &str) -> PathBuf {
         let path = self.pack_dir().join("sensors").join(name);
         ok(std::fs::write(&path, contents));
-        ok(std::fs::set_permissions(
-            &path,
-            std::fs::Permissions::from_mode(0o755),
-        ));
+        ok(std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)));
         path
     }
 
@@ -181,31 +155,21 @@ impl Fixture {
 
     fn python_lines(&self, ref_: &str, script: &str) -> SensorSpec {
         let path = self.file(&format!("{ref_}.py"), script);
-        self.spec(
-            ref_,
-            SensorKind::JsonLines {
-                interpreter: Some(python()),
-            },
-            path,
-        )
+        self.spec(ref_, SensorKind::JsonLines { interpreter: Some(python()) }, path)
     }
 
     fn st2(&self, ref_: &str, class_name: &str, source: &str) -> SensorSpec {
         let path = self.file(&format!("{}.py", ref_.replace('.', "_")), source);
-        self.spec(
-            ref_,
-            SensorKind::St2Python {
-                class_name: class_name.into(),
-                poll_interval: None,
-            },
-            path,
-        )
+        self.spec(ref_, SensorKind::St2Python { class_name: class_name.into(), poll_interval: None }, path)
     }
 }
 
+/// (sensor, trigger, payload, trace_tag)
+type Dispatched = (String, String, Value, Option<String>);
+
 #[derive(Default)]
 struct FakeHost {
-    dispatched: RefCell<Vec<(String, String, Value, Option<String>)>>,
+    dispatched: RefCell<Vec<Dispatched>>,
     states: RefCell<Vec<SensorStatus>>,
     logs: RefCell<Vec<(String, LogLevel, String)>>,
     spawned: RefCell<Vec<(String, Instant, Value)>>,
@@ -216,16 +180,8 @@ struct FakeHost {
 }
 
 impl SensorHost for FakeHost {
-    fn dispatch(
-        &self,
-        sensor: &str,
-        trigger: &str,
-        payload: Value,
-        trace_tag: Option<String>,
-    ) -> DispatchFuture {
-        self.dispatched
-            .borrow_mut()
-            .push((sensor.into(), trigger.into(), payload, trace_tag));
+    fn dispatch(&self, sensor: &str, trigger: &str, payload: Value, trace_tag: Option<String>) -> DispatchFuture {
+        self.dispatched.borrow_mut().push((sensor.into(), trigger.into(), payload, trace_tag));
         let delay = self.dispatch_delay.get();
         let in_flight = self.in_flight.clone();
         let max = self.max_in_flight.clone();
@@ -243,17 +199,11 @@ impl SensorHost for FakeHost {
     }
 
     fn log(&self, sensor: &str, level: LogLevel, line: &str) {
-        self.logs
-            .borrow_mut()
-            .push((sensor.into(), level, line.into()));
+        self.logs.borrow_mut().push((sensor.into(), level, line.into()));
     }
 
     fn process_spawned(&self, status: &SensorStatus) {
-        self.spawned.borrow_mut().push((
-            status.ref_.clone(),
-            Instant::now(),
-            status.trigger_payload(),
-        ));
+        self.spawned.borrow_mut().push((status.ref_.clone(), Instant::now(), status.trigger_payload()));
     }
 
     fn process_exited(&self, status: &SensorStatus) {
@@ -272,12 +222,7 @@ impl FakeHost {
     }
 
     fn log_lines(&self, sensor: &str) -> Vec<String> {
-        self.logs
-            .borrow()
-            .iter()
-            .filter(|l| l.0 == sensor)
-            .map(|l| format!("{:?} {}", l.1, l.2))
-            .collect()
+        self.logs.borrow().iter().filter(|l| l.0 == sensor).map(|l| format!("{:?} {}", l.1, l.2)).collect()
     }
 
     fn logged(&self, sensor: &str, needle: &str) -> bool {
@@ -296,10 +241,7 @@ fn fast() -> Timings {
 }
 
 /// Run `body` on a fresh executor with a supervisor and a fake host; stop everything after.
-fn run<F: Future<Output = ()>>(
-    timings: Timings,
-    body: impl FnOnce(Rc<Supervisor>, Rc<FakeHost>) -> F,
-) {
+fn run<F: Future<Output = ()>>(timings: Timings, body: impl FnOnce(Rc<Supervisor>, Rc<FakeHost>) -> F) {
     let ex = Rc::new(LocalExecutor::new());
     let host = Rc::new(FakeHost::default());
     let dyn_host: Rc<dyn SensorHost> = host.clone();
@@ -326,17 +268,14 @@ async fn until(timeout: Duration, cond: impl Fn() -> bool) -> bool {
 const WAIT: Duration = Duration::from_secs(8);
 
 fn status(sup: &Supervisor, ref_: &str) -> SensorStatus {
-    sup.status(ref_)
-        .unwrap_or_else(|| panic!("no status for {ref_}"))
+    sup.status(ref_).unwrap_or_else(|| panic!("no status for {ref_}"))
 }
 
 /// The process no longer runs (gone, or a zombie nobody reaped yet).
 fn is_gone(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Err(_) => true,
-        Ok(stat) => stat
-            .rsplit_once(") ")
-            .is_some_and(|(_, rest)| rest.starts_with('Z') || rest.starts_with('X')),
+        Ok(stat) => stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z') || rest.starts_with('X')),
     }
 }
 
@@ -376,11 +315,7 @@ exec sleep 30
         assert_eq!(
             events,
             vec![
-                (
-                    "mypack.tick".into(),
-                    json!({"n": 1, "ref": "mypack.shell"}),
-                    None
-                ),
+                ("mypack.tick".into(), json!({"n": 1, "ref": "mypack.shell"}), None),
                 (
                     "mypack.tick".into(),
                     json!({"n": 2, "triggers": [{"id": 1, "trigger_ref": "mypack.tick", "config": {"a": 1}}],
@@ -418,10 +353,7 @@ exec sleep 30
         assert!(is_gone(pid));
         assert!(until(WAIT, || is_gone(child_pid)).await);
         assert_eq!(host.exited.borrow().len(), 1);
-        assert_eq!(
-            sup.stop("mypack.nope").await,
-            Err(SensorError::Unknown("mypack.nope".into()))
-        );
+        assert_eq!(sup.stop("mypack.nope").await, Err(SensorError::Unknown("mypack.nope".into())));
         // Stopping a stopped sensor is a no-op.
         ok(sup.stop("mypack.shell").await);
 
@@ -450,10 +382,7 @@ exec sleep 30
         assert!(until(WAIT, || host.events("mypack.shell").len() == 12).await);
         assert!(is_gone(pid3));
         let last = host.events("mypack.shell").get(10).cloned();
-        assert_eq!(
-            last.map(|e| e.1["config"].clone()),
-            Some(json!({"greeting": "new"}))
-        );
+        assert_eq!(last.map(|e| e.1["config"].clone()), Some(json!({"greeting": "new"})));
         assert_eq!(status(&sup, "mypack.shell").restarts, 0);
         assert_eq!(sup.statuses().len(), 1);
         ok(sup.remove("mypack.shell").await);
@@ -484,10 +413,7 @@ time.sleep(30)
     run(fast(), |sup, host| async move {
         sup.start(spec);
         assert!(until(WAIT, || !host.events("mypack.noisy").is_empty()).await);
-        assert_eq!(
-            host.events("mypack.noisy"),
-            vec![("mypack.tick".into(), json!({"after": "huge"}), None)]
-        );
+        assert_eq!(host.events("mypack.noisy"), vec![("mypack.tick".into(), json!({"after": "huge"}), None)]);
         let st = status(&sup, "mypack.noisy");
         assert_eq!(st.state, SensorState::Running);
         assert_eq!(st.dropped_lines, 5);
@@ -496,11 +422,8 @@ time.sleep(30)
             st.last_error.as_deref(),
             Some("dropped a stdout line: line of 10485760 bytes exceeds the 1048576-byte limit")
         );
-        let warnings: Vec<String> = host
-            .log_lines("mypack.noisy")
-            .into_iter()
-            .filter(|l| l.starts_with("Warn"))
-            .collect();
+        let warnings: Vec<String> =
+            host.log_lines("mypack.noisy").into_iter().filter(|l| l.starts_with("Warn")).collect();
         expect_test::expect![[r#"
             [
                 "Warn dropped a stdout line: not valid JSON: expected value at line 1 column 1: garbage",
@@ -576,12 +499,7 @@ fn hello_st2_sensor_dispatches_and_uses_the_datastore() {
         sup.start(spec);
         let s = "hello_st2.HelloSensor";
         assert!(until(WAIT, || host.events(s).len() >= 6).await);
-        let events: Vec<String> = host
-            .events(s)
-            .iter()
-            .take(6)
-            .map(|e| format!("{} {} {:?}", e.0, e.1, e.2))
-            .collect();
+        let events: Vec<String> = host.events(s).iter().take(6).map(|e| format!("{} {} {:?}", e.0, e.1, e.2)).collect();
         expect_test::expect![[r#"
             [
                 "hello_st2.event1 {\"greeting\":\"Yo\",\"count\":1} None",
@@ -596,10 +514,8 @@ fn hello_st2_sensor_dispatches_and_uses_the_datastore() {
         {
             let map = store.lock().map(|m| m.clone()).unwrap_or_default();
             assert_eq!(map.get("global").map(String::as_str), Some("g"));
-            let count: u32 = map
-                .get("hello_st2.HelloSensor:hello_st2.count")
-                .and_then(|v| v.parse().ok())
-                .unwrap_or_default();
+            let count: u32 =
+                map.get("hello_st2.HelloSensor:hello_st2.count").and_then(|v| v.parse().ok()).unwrap_or_default();
             assert!(count >= 4, "{map:?}");
         }
         assert!(host.logged(s, "Info SensorWrapper.hello_st2.HelloSensor.HelloSensor: setup, greeting Yo"));
@@ -656,16 +572,10 @@ class Poller(PollingSensor):
         pass
 "#,
     );
-    poller.kind = SensorKind::St2Python {
-        class_name: "Poller".into(),
-        poll_interval: Some(0.1),
-    };
+    poller.kind = SensorKind::St2Python { class_name: "Poller".into(), poll_interval: Some(0.1) };
     let site = fx.dir.path().join("venv-site");
     ok(std::fs::create_dir_all(site.join("eventlet")));
-    ok(std::fs::write(
-        site.join("eventlet/__init__.py"),
-        "REAL = True\ndef monkey_patch(**kw):\n    pass\n",
-    ));
+    ok(std::fs::write(site.join("eventlet/__init__.py"), "REAL = True\ndef monkey_patch(**kw):\n    pass\n"));
     let mut real = fx.st2(
         "mypack.Real",
         "Real",
@@ -694,12 +604,7 @@ class Real(Sensor):
         sup.start(real);
         assert!(until(WAIT, || host.events("mypack.Poller").len() >= 3).await);
         assert!(until(WAIT, || !host.events("mypack.Real").is_empty()).await);
-        let payloads: Vec<Value> = host
-            .events("mypack.Poller")
-            .into_iter()
-            .take(3)
-            .map(|e| e.1)
-            .collect();
+        let payloads: Vec<Value> = host.events("mypack.Poller").into_iter().take(3).map(|e| e.1).collect();
         assert_eq!(
             payloads,
             (1..=3)
@@ -712,10 +617,7 @@ class Real(Sensor):
             .filter(|l| *l == "Warn packd: using the eventlet shim (sleep, spawn, monkey_patch only)")
             .count();
         assert_eq!(shim_notes, 1);
-        assert_eq!(
-            host.events("mypack.Real").first().map(|e| e.1.clone()),
-            Some(json!({"real": true}))
-        );
+        assert_eq!(host.events("mypack.Real").first().map(|e| e.1.clone()), Some(json!({"real": true})));
         assert!(!host.logged("mypack.Real", "eventlet shim"));
     });
 }
@@ -729,10 +631,13 @@ fn a_crashing_sensor_restarts_with_growing_delays_and_shows_its_stderr() {
         let s = "mypack.crash";
         assert!(until(WAIT, || host.spawned.borrow().len() >= 6).await);
         let times: Vec<Instant> = host.spawned.borrow().iter().map(|x| x.1).collect();
-        let gaps: Vec<Duration> = times.windows(2).filter_map(|w| match w {
-            [a, b] => Some(b.duration_since(*a)),
-            _ => None,
-        }).collect();
+        let gaps: Vec<Duration> = times
+            .windows(2)
+            .filter_map(|w| match w {
+                [a, b] => Some(b.duration_since(*a)),
+                _ => None,
+            })
+            .collect();
         let ms = |d: &Duration| d.as_millis();
         // 50, 100, 200, 200, 200 ms (+ spawn time): doubling up to the cap.
         let g: Vec<u128> = gaps.iter().map(ms).collect();
@@ -763,12 +668,13 @@ fn a_crashing_sensor_restarts_with_growing_delays_and_shows_its_stderr() {
                 (SensorState::Failed, 4)
             ]
         );
-        assert!(host
-            .states
-            .borrow()
-            .iter()
-            .filter(|st| st.state == SensorState::Failed)
-            .all(|st| st.next_restart_at.is_some()));
+        assert!(
+            host.states
+                .borrow()
+                .iter()
+                .filter(|st| st.state == SensorState::Failed)
+                .all(|st| st.next_restart_at.is_some())
+        );
         assert!(host.logged(s, "Warn exited with code 3 after"));
         assert!(host.logged(s, "last stderr: boom from"));
         // A stop during backoff is immediate.
@@ -783,10 +689,7 @@ fn a_crashing_sensor_restarts_with_growing_delays_and_shows_its_stderr() {
 fn a_stable_run_resets_the_backoff() {
     let fx = Fixture::new();
     let spec = fx.shell("mypack.flaky", "sleep 0.15\nexit 1\n");
-    let timings = Timings {
-        stable_run: Duration::from_millis(100),
-        ..fast()
-    };
+    let timings = Timings { stable_run: Duration::from_millis(100), ..fast() };
     run(timings, |sup, host| async move {
         sup.start(spec);
         assert!(until(WAIT, || host.spawned.borrow().len() >= 4).await);
@@ -815,10 +718,7 @@ while True:
     time.sleep(1)
 "#,
     );
-    let timings = Timings {
-        stop_grace: Duration::from_millis(300),
-        ..fast()
-    };
+    let timings = Timings { stop_grace: Duration::from_millis(300), ..fast() };
     run(timings, |sup, host| async move {
         let s = "mypack.stubborn";
         sup.start(spec);
@@ -863,11 +763,8 @@ class Raises(Sensor):
         "Abstract",
         "from st2reactor.sensor.base import Sensor\nclass Abstract(Sensor):\n    pass\n",
     );
-    let no_program = fx.spec(
-        "mypack.absent",
-        SensorKind::JsonLines { interpreter: None },
-        fx.pack_dir().join("sensors/absent.sh"),
-    );
+    let no_program =
+        fx.spec("mypack.absent", SensorKind::JsonLines { interpreter: None }, fx.pack_dir().join("sensors/absent.sh"));
     run(fast(), |sup, _host| async move {
         for spec in [missing_class, syntax, raises, abstract_, no_program] {
             sup.start(spec);
@@ -917,7 +814,10 @@ time.sleep(30)
         assert_eq!(tail.len(), STDERR_TAIL_LINES);
         assert_eq!(tail.first().map(String::as_str), Some("line 11"));
         let last = tail.last().cloned().unwrap_or_default();
-        assert_eq!(last, format!("{} [… {} more bytes cut]", "e".repeat(MAX_STDERR_LINE_BYTES), 10000 - MAX_STDERR_LINE_BYTES));
+        assert_eq!(
+            last,
+            format!("{} [… {} more bytes cut]", "e".repeat(MAX_STDERR_LINE_BYTES), 10000 - MAX_STDERR_LINE_BYTES)
+        );
     });
 }
 
@@ -969,9 +869,7 @@ fn parent_death_helper() {
     let spec = SensorSpec {
         ref_: "mypack.orphan".into(),
         pack: "mypack".into(),
-        kind: SensorKind::JsonLines {
-            interpreter: Some("/bin/sh".into()),
-        },
+        kind: SensorKind::JsonLines { interpreter: Some("/bin/sh".into()) },
         entry_point: dir.join("orphan.sh"),
         pack_dir: dir.clone(),
         config: json!({}),
@@ -996,15 +894,9 @@ fn parent_death_helper() {
 fn a_sensor_dies_with_the_agent() {
     let dir = ok(tempfile::tempdir());
     let pidfile = dir.path().join("sensor.pid");
-    ok(std::fs::write(
-        dir.path().join("orphan.sh"),
-        format!("echo $$ > {}\nexec sleep 60\n", pidfile.display()),
-    ));
+    ok(std::fs::write(dir.path().join("orphan.sh"), format!("echo $$ > {}\nexec sleep 60\n", pidfile.display())));
     let module = module_path!();
-    let test_name = format!(
-        "{}::parent_death_helper",
-        module.split_once("::").map_or(module, |(_, rest)| rest)
-    );
+    let test_name = format!("{}::parent_death_helper", module.split_once("::").map_or(module, |(_, rest)| rest));
     let mut agent = ok(std::process::Command::new(ok(std::env::current_exe()))
         .args(["--exact", &test_name, "--test-threads=1", "--quiet"])
         .env(HELPER_ENV, dir.path())
@@ -1032,12 +924,7 @@ fn limits_and_defaults() {
     let t = Timings::default();
     assert_eq!(
         (t.backoff_initial, t.backoff_max, t.stable_run, t.stop_grace),
-        (
-            Duration::from_secs(1),
-            Duration::from_secs(300),
-            Duration::from_secs(60),
-            Duration::from_secs(5)
-        )
+        (Duration::from_secs(1), Duration::from_secs(300), Duration::from_secs(60), Duration::from_secs(5))
     );
     let mut st = SensorStatus::new("p.s");
     st.state = SensorState::Backoff;
@@ -1048,4 +935,41 @@ fn limits_and_defaults() {
     let payload = st.trigger_payload();
     assert_eq!(payload["object"]["id"], json!("p.s"));
     assert!(payload["object"]["timestamp"].is_string());
+}
+
+#[test]
+fn quick_successive_replacements_leave_one_process() {
+    let fx = Fixture::new();
+    let spec = fx.shell(
+        "mypack.gen",
+        "echo \"{\\\"trigger\\\": \\\"mypack.tick\\\", \\\"payload\\\": {\\\"pid\\\": $$}}\"\nexec sleep 30\n",
+    );
+    run(fast(), |sup, host| async move {
+        for _ in 0..3 {
+            sup.start(spec.clone());
+        }
+        let pids = || -> Vec<u32> {
+            host.events("mypack.gen")
+                .iter()
+                .filter_map(|e| e.1["pid"].as_u64())
+                .filter_map(|p| u32::try_from(p).ok())
+                .collect()
+        };
+        let current = || sup.status("mypack.gen").and_then(|s| s.pid);
+        assert!(until(WAIT, || current().is_some() && pids().last().copied() == current()).await);
+        Timer::after(Duration::from_millis(200)).await;
+        // The first generation had started before the others existed (it may have been stopped
+        // before printing); the middle one never spawned: its stop was queued while it waited.
+        let spawned: Vec<Option<u32>> = host
+            .spawned
+            .borrow()
+            .iter()
+            .map(|s| s.2["object"]["pid"].as_u64().and_then(|p| u32::try_from(p).ok()))
+            .collect();
+        assert_eq!(spawned.len(), 2, "{spawned:?}");
+        assert_eq!(status(&sup, "mypack.gen").state, SensorState::Running);
+        assert!(spawned.first().copied().flatten().is_some_and(is_gone));
+        assert_eq!(spawned.last().copied().flatten(), current());
+        assert_eq!(sup.statuses().len(), 1);
+    });
 }

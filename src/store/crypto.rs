@@ -77,9 +77,7 @@ impl std::fmt::Debug for SecretBox {
 impl SecretBox {
     /// A box from raw key bytes (tests, and after the key file is read).
     pub fn from_key(key: &[u8; KEY_LEN]) -> Self {
-        SecretBox {
-            cipher: Aes256Gcm::new(&(*key).into()),
-        }
+        SecretBox { cipher: Aes256Gcm::new(&(*key).into()) }
     }
 
     /// Loads `<dir>/packd.key`, creating it with a fresh random key if it does not exist.
@@ -88,11 +86,7 @@ impl SecretBox {
         match File::open(&path) {
             Ok(file) => Self::read_key(file, &path),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Self::create(&path),
-            Err(source) => Err(CryptoError::KeyIo {
-                action: "open",
-                path,
-                source,
-            }),
+            Err(source) => Err(CryptoError::KeyIo { action: "open", path, source }),
         }
     }
 
@@ -102,11 +96,7 @@ impl SecretBox {
         // create_new = O_CREAT|O_EXCL: never reuse or truncate an existing file; mode 0600 is
         // applied by open(2) itself (the umask can only remove bits), so there is no window in
         // which the key is readable by others.
-        let opened = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path);
+        let opened = OpenOptions::new().write(true).create_new(true).mode(0o600).open(path);
         let mut file = match opened {
             Ok(f) => f,
             // Another process created it between our open and create: use theirs.
@@ -119,60 +109,34 @@ impl SecretBox {
                 return Self::read_key(file, path);
             }
             Err(source) => {
-                return Err(CryptoError::KeyIo {
-                    action: "create",
-                    path: path.to_owned(),
-                    source,
-                });
+                return Err(CryptoError::KeyIo { action: "create", path: path.to_owned(), source });
             }
         };
         let mut text = hex_encode(&key);
         text.push('\n');
-        let io = |action| {
-            move |source| CryptoError::KeyIo {
-                action,
-                path: path.to_owned(),
-                source,
-            }
-        };
+        let io = |action| move |source| CryptoError::KeyIo { action, path: path.to_owned(), source };
         file.write_all(text.as_bytes()).map_err(io("write"))?;
         // The key must survive a power cut together with the secrets encrypted under it.
         file.sync_all().map_err(io("sync"))?;
         if let Some(parent) = path.parent() {
-            File::open(parent)
-                .and_then(|d| d.sync_all())
-                .map_err(io("sync the directory of"))?;
+            File::open(parent).and_then(|d| d.sync_all()).map_err(io("sync the directory of"))?;
         }
         Ok(Self::from_key(&key))
     }
 
     fn read_key(file: File, path: &Path) -> Result<Self, CryptoError> {
-        let io = |action| {
-            move |source| CryptoError::KeyIo {
-                action,
-                path: path.to_owned(),
-                source,
-            }
-        };
+        let io = |action| move |source| CryptoError::KeyIo { action, path: path.to_owned(), source };
         // Check the file we actually opened (no check-then-open race).
         let meta = file.metadata().map_err(io("inspect"))?;
         if !meta.is_file() {
-            return Err(CryptoError::KeyFormat {
-                path: path.to_owned(),
-                reason: "not a regular file".into(),
-            });
+            return Err(CryptoError::KeyFormat { path: path.to_owned(), reason: "not a regular file".into() });
         }
         let mode = meta.permissions().mode() & 0o7777;
         if mode & 0o077 != 0 {
-            return Err(CryptoError::KeyPermissions {
-                path: path.to_owned(),
-                mode,
-            });
+            return Err(CryptoError::KeyPermissions { path: path.to_owned(), mode });
         }
         let mut text = String::new();
-        file.take(MAX_KEY_FILE_BYTES + 1)
-            .read_to_string(&mut text)
-            .map_err(io("read"))?;
+        file.take(MAX_KEY_FILE_BYTES + 1).read_to_string(&mut text).map_err(io("read"))?;
         if text.len() as u64 > MAX_KEY_FILE_BYTES {
             return Err(CryptoError::KeyFormat {
                 path: path.to_owned(),
@@ -203,22 +167,13 @@ impl SecretBox {
 
     /// Decrypts a stored `v1:` value.
     pub fn decrypt(&self, stored: &str) -> Result<String, CryptoError> {
-        let body = stored
-            .strip_prefix(CIPHERTEXT_PREFIX)
-            .ok_or(CryptoError::Malformed("missing the v1: prefix"))?;
-        let raw = B64
-            .decode(body)
-            .map_err(|_| CryptoError::Malformed("not base64"))?;
+        let body = stored.strip_prefix(CIPHERTEXT_PREFIX).ok_or(CryptoError::Malformed("missing the v1: prefix"))?;
+        let raw = B64.decode(body).map_err(|_| CryptoError::Malformed("not base64"))?;
         if raw.len() < NONCE_LEN + TAG_LEN {
             return Err(CryptoError::Malformed("too short"));
         }
-        let (nonce, sealed) = raw
-            .split_first_chunk::<NONCE_LEN>()
-            .ok_or(CryptoError::Malformed("too short"))?;
-        let plain = self
-            .cipher
-            .decrypt(Nonce::from_slice(nonce), sealed)
-            .map_err(|_| CryptoError::Decrypt)?;
+        let (nonce, sealed) = raw.split_first_chunk::<NONCE_LEN>().ok_or(CryptoError::Malformed("too short"))?;
+        let plain = self.cipher.decrypt(Nonce::from_slice(nonce), sealed).map_err(|_| CryptoError::Decrypt)?;
         String::from_utf8(plain).map_err(|_| CryptoError::Malformed("plaintext is not UTF-8"))
     }
 }
@@ -276,18 +231,9 @@ mod tests {
     fn bad_values_are_clean_errors() {
         let good = SecretBox::from_key(&[7u8; KEY_LEN]).encrypt("x").unwrap();
         check_decrypt(&good, expect![[r#"ok "x""#]]);
-        check_decrypt(
-            "hunter2",
-            expect![[r#"err encrypted value is malformed: missing the v1: prefix"#]],
-        );
-        check_decrypt(
-            "v1:!!!",
-            expect![[r#"err encrypted value is malformed: not base64"#]],
-        );
-        check_decrypt(
-            "v1:AAAA",
-            expect![[r#"err encrypted value is malformed: too short"#]],
-        );
+        check_decrypt("hunter2", expect![[r#"err encrypted value is malformed: missing the v1: prefix"#]]);
+        check_decrypt("v1:!!!", expect![[r#"err encrypted value is malformed: not base64"#]]);
+        check_decrypt("v1:AAAA", expect![[r#"err encrypted value is malformed: too short"#]]);
         // Flip one character of the ciphertext body: GCM's tag catches it.
         let mut tampered: Vec<char> = good.chars().collect();
         if let Some(c) = tampered.get_mut(10) {
@@ -296,9 +242,7 @@ mod tests {
         let tampered: String = tampered.into_iter().collect();
         check_decrypt(
             &tampered,
-            expect![[
-                r#"err secret value could not be decrypted: wrong key file, or the value was altered"#
-            ]],
+            expect![[r#"err secret value could not be decrypted: wrong key file, or the value was altered"#]],
         );
         // Another key.
         let other = SecretBox::from_key(&[8u8; KEY_LEN]);
@@ -315,10 +259,7 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text.trim().len(), 64);
         let b = SecretBox::load_or_create(dir.path()).unwrap();
-        assert_eq!(
-            b.decrypt(&a.encrypt("same key").unwrap()).unwrap(),
-            "same key"
-        );
+        assert_eq!(b.decrypt(&a.encrypt("same key").unwrap()).unwrap(), "same key");
     }
 
     #[test]
@@ -328,10 +269,7 @@ mod tests {
         let path = dir.path().join(KEY_FILE_NAME);
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
         let err = SecretBox::load_or_create(dir.path()).unwrap_err();
-        assert!(matches!(
-            err,
-            CryptoError::KeyPermissions { mode: 0o640, .. }
-        ));
+        assert!(matches!(err, CryptoError::KeyPermissions { mode: 0o640, .. }));
         assert!(err.to_string().contains("chmod 600"), "{err}");
     }
 
@@ -341,22 +279,14 @@ mod tests {
         let path = dir.path().join(KEY_FILE_NAME);
         let write = |text: &str| {
             let _ = std::fs::remove_file(&path);
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&path)
-                .unwrap();
+            let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).unwrap();
             f.write_all(text.as_bytes()).unwrap();
         };
         write("abcd\n");
         let e = SecretBox::load_or_create(dir.path()).unwrap_err();
         assert!(e.to_string().contains("expected 64 hex digits"), "{e}");
         write(&"zz".repeat(32));
-        assert!(matches!(
-            SecretBox::load_or_create(dir.path()),
-            Err(CryptoError::KeyFormat { .. })
-        ));
+        assert!(matches!(SecretBox::load_or_create(dir.path()), Err(CryptoError::KeyFormat { .. })));
         // Over MAX_KEY_FILE_BYTES.
         write(&"a".repeat(MAX_KEY_FILE_BYTES as usize + 1));
         let e = SecretBox::load_or_create(dir.path()).unwrap_err();

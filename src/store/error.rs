@@ -32,11 +32,7 @@ pub enum StoreError {
          it was written by a newer packd; upgrade packd or restore a backup",
         path.display()
     )]
-    SchemaTooNew {
-        path: PathBuf,
-        found: i64,
-        supported: i64,
-    },
+    SchemaTooNew { path: PathBuf, found: i64, supported: i64 },
 
     #[error("database migration {version} failed: {source}")]
     Migration {
@@ -52,21 +48,13 @@ pub enum StoreError {
     NotFound { what: &'static str, key: String },
 
     #[error("execution {id} is {from}; it cannot become {to}")]
-    InvalidTransition {
-        id: i64,
-        from: ExecStatus,
-        to: ExecStatus,
-    },
+    InvalidTransition { id: i64, from: ExecStatus, to: ExecStatus },
 
     #[error("invalid {field}: {reason}")]
     Invalid { field: &'static str, reason: String },
 
     #[error("{what} is {size} bytes, over the limit of {limit} bytes")]
-    TooLarge {
-        what: &'static str,
-        size: usize,
-        limit: usize,
-    },
+    TooLarge { what: &'static str, size: usize, limit: usize },
 
     /// The write queue is full (only from the `try_*` methods); an HTTP caller answers 503.
     #[error("the database write queue is full ({capacity} writes pending); try again later")]

@@ -68,11 +68,8 @@ pub(super) struct PreparedExecution {
 pub(super) fn prepare(new: NewExecution, now: Micros) -> Result<PreparedExecution, StoreError> {
     check_name("action_ref", &new.action_ref)?;
     check_name("runner", &new.runner)?;
-    let log = serde_json::to_string(&[StatusChange {
-        status: new.status.as_str().to_owned(),
-        at: now,
-    }])
-    .unwrap_or_else(|_| "[]".to_owned());
+    let log = serde_json::to_string(&[StatusChange { status: new.status.as_str().to_owned(), at: now }])
+        .unwrap_or_else(|_| "[]".to_owned());
     Ok(PreparedExecution {
         parameters: to_json("parameters", &new.parameters)?,
         context: to_json("context", &new.context)?,
@@ -121,27 +118,15 @@ fn current_status(conn: &Connection, id: i64) -> Result<ExecStatus, StoreError> 
     conn.prepare_cached("SELECT status FROM executions WHERE id = ?1")?
         .query_row([id], |r| r.get(0))
         .optional()?
-        .ok_or_else(|| StoreError::NotFound {
-            what: "execution",
-            key: id.to_string(),
-        })
+        .ok_or_else(|| StoreError::NotFound { what: "execution", key: id.to_string() })
 }
 
 fn checked_status(conn: &Connection, id: i64, to: ExecStatus) -> Result<(), StoreError> {
     let from = current_status(conn, id)?;
-    if transition_allowed(from, to) {
-        Ok(())
-    } else {
-        Err(StoreError::InvalidTransition { id, from, to })
-    }
+    if transition_allowed(from, to) { Ok(()) } else { Err(StoreError::InvalidTransition { id, from, to }) }
 }
 
-fn set_status(
-    env: &Env,
-    id: i64,
-    status: ExecStatus,
-    started_at: Option<Micros>,
-) -> Result<impl Work<()>, StoreError> {
+fn set_status(env: &Env, id: i64, status: ExecStatus, started_at: Option<Micros>) -> Result<impl Work<()>, StoreError> {
     let now = env.now();
     Ok(move |c: &Connection| {
         checked_status(c, id, status)?;
@@ -161,21 +146,14 @@ fn set_status(
 
 fn complete(env: &Env, id: i64, done: Completion) -> Result<impl Work<()>, StoreError> {
     if !done.status.is_terminal() {
-        return Err(StoreError::Invalid {
-            field: "status",
-            reason: format!("{} is not a final status", done.status),
-        });
+        return Err(StoreError::Invalid { field: "status", reason: format!("{} is not a final status", done.status) });
     }
     check_len("stdout", &done.stdout, MAX_DOC_BYTES)?;
     check_len("stderr", &done.stderr, MAX_DOC_BYTES)?;
     if let Some(error) = &done.error {
         check_len("error", error, MAX_DOC_BYTES)?;
     }
-    let result = done
-        .result
-        .as_ref()
-        .map(|r| to_json("result", r))
-        .transpose()?;
+    let result = done.result.as_ref().map(|r| to_json("result", r)).transpose()?;
     let finished = done.finished_at.unwrap_or_else(|| env.now());
     Ok(move |c: &Connection| {
         checked_status(c, id, done.status)?;
@@ -230,9 +208,7 @@ fn abandon(env: &Env) -> Result<impl Work<Vec<i64>>, StoreError> {
              WHERE status IN {IN_FLIGHT} RETURNING id"
         );
         let mut stmt = c.prepare(&sql)?;
-        let mut ids = stmt
-            .query_map([now], |r| r.get::<_, i64>(0))?
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut ids = stmt.query_map([now], |r| r.get::<_, i64>(0))?.collect::<Result<Vec<_>, _>>()?;
         ids.sort_unstable();
         Ok(ids)
     })
@@ -278,16 +254,11 @@ fn summary_row(row: &Row<'_>) -> rusqlite::Result<ExecutionSummary> {
 fn get(_env: &Env, id: i64) -> Result<impl Work<Option<Execution>>, StoreError> {
     Ok(move |c: &Connection| {
         let sql = format!("SELECT {COLUMNS} FROM executions WHERE id = ?1");
-        Ok(c.prepare_cached(&sql)?
-            .query_row([id], execution_row)
-            .optional()?)
+        Ok(c.prepare_cached(&sql)?.query_row([id], execution_row).optional()?)
     })
 }
 
-fn list(
-    _env: &Env,
-    filter: ExecutionFilter,
-) -> Result<impl Work<Vec<ExecutionSummary>>, StoreError> {
+fn list(_env: &Env, filter: ExecutionFilter) -> Result<impl Work<Vec<ExecutionSummary>>, StoreError> {
     Ok(move |c: &Connection| {
         let mut q = Listing::new(&format!("SELECT {SUMMARY_COLUMNS} FROM executions"));
         q.filter("action_ref = ?", filter.action_ref);
@@ -301,11 +272,8 @@ fn list(
 fn count_by_status(_env: &Env) -> Result<impl Work<Vec<(ExecStatus, u64)>>, StoreError> {
     Ok(move |c: &Connection| {
         let mut counts: Vec<(ExecStatus, u64)> = ExecStatus::ALL.iter().map(|s| (*s, 0)).collect();
-        let mut stmt =
-            c.prepare_cached("SELECT status, count(*) FROM executions GROUP BY status")?;
-        let rows = stmt.query_map([], |r| {
-            Ok((r.get::<_, ExecStatus>(0)?, r.get::<_, i64>(1)?))
-        })?;
+        let mut stmt = c.prepare_cached("SELECT status, count(*) FROM executions GROUP BY status")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, ExecStatus>(0)?, r.get::<_, i64>(1)?)))?;
         for row in rows {
             let (status, n) = row?;
             if let Some(slot) = counts.iter_mut().find(|(s, _)| *s == status) {
@@ -363,13 +331,9 @@ mod tests {
         let t0 = store.now();
         let id = store.create_execution_blocking(new("core.local")).unwrap();
         clock.advance(Duration::from_secs(1));
-        store
-            .set_execution_status_blocking(id, ExecStatus::Scheduled, None)
-            .unwrap();
+        store.set_execution_status_blocking(id, ExecStatus::Scheduled, None).unwrap();
         clock.advance(Duration::from_secs(1));
-        store
-            .set_execution_status_blocking(id, ExecStatus::Running, None)
-            .unwrap();
+        store.set_execution_status_blocking(id, ExecStatus::Running, None).unwrap();
         clock.advance(Duration::from_secs(1));
         store
             .complete_execution_blocking(
@@ -390,18 +354,13 @@ mod tests {
         assert_eq!(e.started_at, Some(t0 + 2_000_000));
         assert_eq!(e.finished_at, Some(t0 + 3_000_000));
         assert_eq!(e.parameters["password"], "********");
-        let history: Vec<String> = e
-            .log
-            .iter()
-            .map(|c| format!("{}@+{}s", c.status, (c.at - t0) / 1_000_000))
-            .collect();
+        let history: Vec<String> =
+            e.log.iter().map(|c| format!("{}@+{}s", c.status, (c.at - t0) / 1_000_000)).collect();
         expect![[r#"["requested@+0s", "scheduled@+1s", "running@+2s", "succeeded@+3s"]"#]]
             .assert_eq(&format!("{history:?}"));
 
         // Terminal is final.
-        let err = store
-            .set_execution_status_blocking(id, ExecStatus::Running, None)
-            .unwrap_err();
+        let err = store.set_execution_status_blocking(id, ExecStatus::Running, None).unwrap_err();
         expect![["execution 1 is succeeded; it cannot become running"]].assert_eq(&err.to_string());
         // Completing with a non-final status is refused before anything is queued.
         let err = store
@@ -419,9 +378,7 @@ mod tests {
             )
             .unwrap_err();
         expect![["invalid status: running is not a final status"]].assert_eq(&err.to_string());
-        let err = store
-            .set_execution_status_blocking(404, ExecStatus::Running, None)
-            .unwrap_err();
+        let err = store.set_execution_status_blocking(404, ExecStatus::Running, None).unwrap_err();
         expect![["execution 404 not found"]].assert_eq(&err.to_string());
     }
 
@@ -430,19 +387,14 @@ mod tests {
         let (_dir, store) = temp_store();
         let queued = store.create_execution_blocking(new("a.b")).unwrap();
         let running = store.create_execution_blocking(new("a.b")).unwrap();
-        store
-            .set_execution_status_blocking(running, ExecStatus::Running, None)
-            .unwrap();
+        store.set_execution_status_blocking(running, ExecStatus::Running, None).unwrap();
         let out = [queued, running, running, queued]
             .iter()
             .map(|id| format!("{:?}", store.request_cancel_blocking(*id).unwrap()))
             .collect::<Vec<_>>()
             .join(" ");
         expect![["Canceled Canceling Canceling AlreadyFinished(Canceled)"]].assert_eq(&out);
-        assert!(matches!(
-            store.request_cancel_blocking(99),
-            Err(StoreError::NotFound { .. })
-        ));
+        assert!(matches!(store.request_cancel_blocking(99), Err(StoreError::NotFound { .. })));
     }
 
     #[test]
@@ -450,19 +402,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
         let mut ids = Vec::new();
-        for status in [
-            ExecStatus::Requested,
-            ExecStatus::Running,
-            ExecStatus::Scheduled,
-        ] {
-            ids.push(
-                store
-                    .create_execution_blocking(NewExecution {
-                        status,
-                        ..new("x.y")
-                    })
-                    .unwrap(),
-            );
+        for status in [ExecStatus::Requested, ExecStatus::Running, ExecStatus::Scheduled] {
+            ids.push(store.create_execution_blocking(NewExecution { status, ..new("x.y") }).unwrap());
         }
         let done = store.create_execution_blocking(new("x.y")).unwrap();
         store
@@ -491,11 +432,7 @@ mod tests {
         let f = store.get_execution_blocking(done).unwrap().unwrap();
         assert_eq!(f.status, ExecStatus::Failed);
         let counts = store.count_executions_by_status_blocking().unwrap();
-        let nonzero: Vec<String> = counts
-            .iter()
-            .filter(|(_, n)| *n > 0)
-            .map(|(s, n)| format!("{s}={n}"))
-            .collect();
+        let nonzero: Vec<String> = counts.iter().filter(|(_, n)| *n > 0).map(|(s, n)| format!("{s}={n}")).collect();
         expect![[r#"["failed=1", "abandoned=3"]"#]].assert_eq(&format!("{nonzero:?}"));
     }
 
@@ -512,35 +449,13 @@ mod tests {
                 .unwrap();
         }
         let list = |f: ExecutionFilter| -> Vec<i64> {
-            store
-                .list_executions_blocking(f)
-                .unwrap()
-                .iter()
-                .map(|e| e.id)
-                .collect()
+            store.list_executions_blocking(f).unwrap().iter().map(|e| e.id).collect()
         };
         assert_eq!(list(ExecutionFilter::default()), vec![5, 4, 3, 2, 1]);
+        assert_eq!(list(ExecutionFilter { action_ref: Some("a.even".into()), ..Default::default() }), vec![4, 2]);
+        assert_eq!(list(ExecutionFilter { parent_id: Some(parent), limit: 2, ..Default::default() }), vec![5, 4]);
         assert_eq!(
-            list(ExecutionFilter {
-                action_ref: Some("a.even".into()),
-                ..Default::default()
-            }),
-            vec![4, 2]
-        );
-        assert_eq!(
-            list(ExecutionFilter {
-                parent_id: Some(parent),
-                limit: 2,
-                ..Default::default()
-            }),
-            vec![5, 4]
-        );
-        assert_eq!(
-            list(ExecutionFilter {
-                before_id: Some(3),
-                status: Some(ExecStatus::Requested),
-                ..Default::default()
-            }),
+            list(ExecutionFilter { before_id: Some(3), status: Some(ExecStatus::Requested), ..Default::default() }),
             vec![2, 1]
         );
     }
@@ -554,16 +469,7 @@ mod tests {
                 ..new("a.b")
             })
             .unwrap_err();
-        assert!(
-            matches!(
-                err,
-                StoreError::TooLarge {
-                    what: "parameters",
-                    ..
-                }
-            ),
-            "{err}"
-        );
+        assert!(matches!(err, StoreError::TooLarge { what: "parameters", .. }), "{err}");
         let id = store.create_execution_blocking(new("a.b")).unwrap();
         let err = store
             .complete_execution_blocking(
@@ -579,9 +485,6 @@ mod tests {
                 },
             )
             .unwrap_err();
-        assert!(
-            matches!(err, StoreError::TooLarge { what: "stdout", .. }),
-            "{err}"
-        );
+        assert!(matches!(err, StoreError::TooLarge { what: "stdout", .. }), "{err}");
     }
 }

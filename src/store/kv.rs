@@ -93,25 +93,16 @@ fn set_op(env: &Env, set: KvSet) -> Result<impl Work<KvChange>, StoreError> {
         (set.value, plain)
     } else {
         check_len("value", &set.value, MAX_KV_VALUE_BYTES)?;
-        if secret {
-            (env.secrets.encrypt(&set.value)?, set.value)
-        } else {
-            (set.value.clone(), set.value)
-        }
+        if secret { (env.secrets.encrypt(&set.value)?, set.value) } else { (set.value.clone(), set.value) }
     };
     let now = env.now();
-    let expires_at = set
-        .ttl
-        .map(|ttl| now.saturating_add(i64::try_from(ttl.as_micros()).unwrap_or(i64::MAX)));
+    let expires_at = set.ttl.map(|ttl| now.saturating_add(i64::try_from(ttl.as_micros()).unwrap_or(i64::MAX)));
     let secrets = env.secrets.clone();
     let (scope, name) = (set.scope, set.name);
     Ok(move |c: &Connection| {
         let sql = format!("SELECT {COLUMNS} FROM kv WHERE scope = ?1 AND name = ?2");
-        let previous = c
-            .prepare_cached(&sql)?
-            .query_row(params![scope, name], entry_row)
-            .optional()?
-            .filter(|e| live(e, now));
+        let previous =
+            c.prepare_cached(&sql)?.query_row(params![scope, name], entry_row).optional()?.filter(|e| live(e, now));
         c.prepare_cached(
             "INSERT INTO kv (scope, name, value, secret, expires_at, created_at, updated_at) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6) \
@@ -120,23 +111,12 @@ fn set_op(env: &Env, set: KvSet) -> Result<impl Work<KvChange>, StoreError> {
                updated_at = excluded.updated_at, \
                created_at = CASE WHEN ?7 THEN kv.created_at ELSE excluded.created_at END",
         )?
-        .execute(params![
-            scope,
-            name,
-            stored,
-            secret,
-            expires_at,
-            now,
-            previous.is_some()
-        ])?;
+        .execute(params![scope, name, stored, secret, expires_at, now, previous.is_some()])?;
         Ok(match previous {
             None => KvChange::Created,
             Some(previous) => {
                 let value_changed = value_changed(&secrets, &previous, secret, &plain);
-                KvChange::Updated {
-                    previous,
-                    value_changed,
-                }
+                KvChange::Updated { previous, value_changed }
             }
         })
     })
@@ -158,10 +138,7 @@ fn delete_op(env: &Env, scope: &str, name: &str) -> Result<impl Work<Option<KvEn
     let (scope, name) = (scope.to_owned(), name.to_owned());
     Ok(move |c: &Connection| {
         let sql = format!("DELETE FROM kv WHERE scope = ?1 AND name = ?2 RETURNING {COLUMNS}");
-        let gone = c
-            .prepare_cached(&sql)?
-            .query_row(params![scope, name], entry_row)
-            .optional()?;
+        let gone = c.prepare_cached(&sql)?.query_row(params![scope, name], entry_row).optional()?;
         Ok(gone.filter(|e| live(e, now)))
     })
 }
@@ -173,12 +150,7 @@ fn reveal(secrets: &SecretBox, mut entry: KvEntry, decrypt: bool) -> Result<KvEn
     Ok(entry)
 }
 
-fn get_op(
-    env: &Env,
-    scope: &str,
-    name: &str,
-    decrypt: bool,
-) -> Result<impl Work<Option<KvEntry>>, StoreError> {
+fn get_op(env: &Env, scope: &str, name: &str, decrypt: bool) -> Result<impl Work<Option<KvEntry>>, StoreError> {
     let now = env.now();
     let secrets = env.secrets.clone();
     let (scope, name) = (scope.to_owned(), name.to_owned());
@@ -204,14 +176,9 @@ fn list_op(env: &Env, filter: KvFilter) -> Result<impl Work<Vec<KvEntry>>, Store
         q.filter("scope = ?", filter.scope);
         // substr/length count characters on both sides, so any UTF-8 prefix matches exactly
         // (LIKE would need escaping of % and _ and is case-insensitive for ASCII).
-        q.filter(
-            "substr(name, 1, length(?)) = ?",
-            filter.prefix.filter(|p| !p.is_empty()),
-        );
+        q.filter("substr(name, 1, length(?)) = ?", filter.prefix.filter(|p| !p.is_empty()));
         let rows = q.run(c, "scope, name", filter.limit, entry_row)?;
-        rows.into_iter()
-            .map(|e| reveal(&secrets, e, filter.decrypt))
-            .collect()
+        rows.into_iter().map(|e| reveal(&secrets, e, filter.decrypt)).collect()
     })
 }
 
@@ -235,103 +202,51 @@ mod tests {
     use std::time::Duration;
 
     fn kv(name: &str, value: &str) -> KvSet {
-        KvSet {
-            scope: "st2kv.system".into(),
-            name: name.into(),
-            value: value.into(),
-            ..Default::default()
-        }
+        KvSet { scope: "st2kv.system".into(), name: name.into(), value: value.into(), ..Default::default() }
     }
 
     fn change(c: &KvChange) -> String {
         match c {
             KvChange::Created => "created".into(),
-            KvChange::Updated {
-                previous,
-                value_changed,
-            } => format!(
-                "updated(prev={:?}, changed={value_changed})",
-                previous.value
-            ),
+            KvChange::Updated { previous, value_changed } => {
+                format!("updated(prev={:?}, changed={value_changed})", previous.value)
+            }
         }
     }
 
     #[test]
     fn set_get_delete_report_changes() {
         let (_dir, store) = temp_store();
-        let out =
-            [("1"), ("1"), ("2")].map(|v| change(&store.kv_set_blocking(kv("a", v)).unwrap()));
+        let out = [("1"), ("1"), ("2")].map(|v| change(&store.kv_set_blocking(kv("a", v)).unwrap()));
         expect![[r#"["created", "updated(prev=\"1\", changed=false)", "updated(prev=\"1\", changed=true)"]"#]]
             .assert_eq(&format!("{out:?}"));
-        let got = store
-            .kv_get_blocking("st2kv.system", "a", false)
-            .unwrap()
-            .unwrap();
+        let got = store.kv_get_blocking("st2kv.system", "a", false).unwrap().unwrap();
         assert_eq!(got.value, "2");
-        assert!(
-            store
-                .kv_get_blocking("st2kv.user", "a", false)
-                .unwrap()
-                .is_none()
-        );
+        assert!(store.kv_get_blocking("st2kv.user", "a", false).unwrap().is_none());
         let gone = store.kv_delete_blocking("st2kv.system", "a").unwrap();
         assert_eq!(gone.map(|e| e.value), Some("2".to_owned()));
-        assert!(
-            store
-                .kv_delete_blocking("st2kv.system", "a")
-                .unwrap()
-                .is_none()
-        );
+        assert!(store.kv_delete_blocking("st2kv.system", "a").unwrap().is_none());
     }
 
     #[test]
     fn ttl_expiry_is_immediately_invisible() {
         let (_dir, store, clock) = temp_store_with_clock();
-        store
-            .kv_set_blocking(KvSet {
-                ttl: Some(Duration::from_secs(10)),
-                ..kv("tmp", "v")
-            })
-            .unwrap();
+        store.kv_set_blocking(KvSet { ttl: Some(Duration::from_secs(10)), ..kv("tmp", "v") }).unwrap();
         store.kv_set_blocking(kv("keep", "v")).unwrap();
         clock.advance(Duration::from_secs(9));
-        assert!(
-            store
-                .kv_get_blocking("st2kv.system", "tmp", false)
-                .unwrap()
-                .is_some()
-        );
+        assert!(store.kv_get_blocking("st2kv.system", "tmp", false).unwrap().is_some());
         clock.advance(Duration::from_secs(1));
-        assert!(
-            store
-                .kv_get_blocking("st2kv.system", "tmp", false)
-                .unwrap()
-                .is_none()
-        );
-        let names: Vec<String> = store
-            .kv_list_blocking(KvFilter::default())
-            .unwrap()
-            .into_iter()
-            .map(|e| e.name)
-            .collect();
+        assert!(store.kv_get_blocking("st2kv.system", "tmp", false).unwrap().is_none());
+        let names: Vec<String> =
+            store.kv_list_blocking(KvFilter::default()).unwrap().into_iter().map(|e| e.name).collect();
         assert_eq!(names, vec!["keep"]);
         // Setting over an expired key is a create; deleting it reports nothing.
         assert_eq!(
-            store
-                .kv_set_blocking(KvSet {
-                    ttl: Some(Duration::from_secs(1)),
-                    ..kv("tmp", "w")
-                })
-                .unwrap(),
+            store.kv_set_blocking(KvSet { ttl: Some(Duration::from_secs(1)), ..kv("tmp", "w") }).unwrap(),
             KvChange::Created
         );
         clock.advance(Duration::from_secs(2));
-        assert!(
-            store
-                .kv_delete_blocking("st2kv.system", "tmp")
-                .unwrap()
-                .is_none()
-        );
+        assert!(store.kv_delete_blocking("st2kv.system", "tmp").unwrap().is_none());
     }
 
     #[test]
@@ -356,10 +271,7 @@ mod tests {
         assert_eq!(store.purge_expired_kv_blocking().unwrap(), n as u64);
         assert_eq!(store.stats().commits - before, 2, "two batches");
         assert_eq!(smol::block_on(store.purge_expired_kv()).unwrap(), 0);
-        assert_eq!(
-            store.kv_list_blocking(KvFilter::default()).unwrap().len(),
-            1
-        );
+        assert_eq!(store.kv_list_blocking(KvFilter::default()).unwrap().len(), 1);
     }
 
     #[test]
@@ -372,147 +284,59 @@ mod tests {
             ("st2kv.system", "ap%_"),
             ("st2kv.user", "app.c"),
         ] {
-            store
-                .kv_set_blocking(KvSet {
-                    scope: scope.into(),
-                    ..kv(name, "v")
-                })
-                .unwrap();
+            store.kv_set_blocking(KvSet { scope: scope.into(), ..kv(name, "v") }).unwrap();
         }
         let names = |f: KvFilter| -> Vec<String> {
-            store
-                .kv_list_blocking(f)
-                .unwrap()
-                .into_iter()
-                .map(|e| format!("{}/{}", e.scope, e.name))
-                .collect()
+            store.kv_list_blocking(f).unwrap().into_iter().map(|e| format!("{}/{}", e.scope, e.name)).collect()
         };
-        expect![[r#"["st2kv.system/app.a", "st2kv.system/app.b", "st2kv.user/app.c"]"#]].assert_eq(
-            &format!(
-                "{:?}",
-                names(KvFilter {
-                    prefix: Some("app.".into()),
-                    ..Default::default()
-                })
-            ),
-        );
+        expect![[r#"["st2kv.system/app.a", "st2kv.system/app.b", "st2kv.user/app.c"]"#]]
+            .assert_eq(&format!("{:?}", names(KvFilter { prefix: Some("app.".into()), ..Default::default() })));
         expect![[r#"["st2kv.system/ap%_"]"#]].assert_eq(&format!(
             "{:?}",
-            names(KvFilter {
-                scope: Some("st2kv.system".into()),
-                prefix: Some("ap%".into()),
-                ..Default::default()
-            })
+            names(KvFilter { scope: Some("st2kv.system".into()), prefix: Some("ap%".into()), ..Default::default() })
         ));
-        assert_eq!(
-            names(KvFilter {
-                limit: 2,
-                ..Default::default()
-            })
-            .len(),
-            2
-        );
+        assert_eq!(names(KvFilter { limit: 2, ..Default::default() }).len(), 2);
     }
 
     #[test]
     fn secrets_are_encrypted_and_decrypt_on_request() {
         let (_dir, store) = temp_store();
-        store
-            .kv_set_blocking(KvSet {
-                secret: true,
-                ..kv("token", "s3cr3t-value")
-            })
-            .unwrap();
-        let raw = store
-            .kv_get_blocking("st2kv.system", "token", false)
-            .unwrap()
-            .unwrap();
+        store.kv_set_blocking(KvSet { secret: true, ..kv("token", "s3cr3t-value") }).unwrap();
+        let raw = store.kv_get_blocking("st2kv.system", "token", false).unwrap().unwrap();
         assert!(raw.secret);
         assert!(raw.value.starts_with(CIPHERTEXT_PREFIX), "{}", raw.value);
-        let plain = store
-            .kv_get_blocking("st2kv.system", "token", true)
-            .unwrap()
-            .unwrap();
+        let plain = store.kv_get_blocking("st2kv.system", "token", true).unwrap().unwrap();
         assert_eq!(plain.value, "s3cr3t-value");
-        let listed = store
-            .kv_list_blocking(KvFilter {
-                decrypt: true,
-                ..Default::default()
-            })
-            .unwrap();
+        let listed = store.kv_list_blocking(KvFilter { decrypt: true, ..Default::default() }).unwrap();
         assert_eq!(listed[0].value, "s3cr3t-value");
 
         // Same plaintext again: not a value change even though the ciphertext differs.
-        let c = store
-            .kv_set_blocking(KvSet {
-                secret: true,
-                ..kv("token", "s3cr3t-value")
-            })
-            .unwrap();
-        assert!(
-            matches!(
-                c,
-                KvChange::Updated {
-                    value_changed: false,
-                    ..
-                }
-            ),
-            "{c:?}"
-        );
+        let c = store.kv_set_blocking(KvSet { secret: true, ..kv("token", "s3cr3t-value") }).unwrap();
+        assert!(matches!(c, KvChange::Updated { value_changed: false, .. }), "{c:?}");
 
         // st2 --encrypted: a ciphertext from this key is accepted as is...
-        let c = store
-            .kv_set_blocking(KvSet {
-                encrypted: true,
-                ..kv("copy", &raw.value)
-            })
-            .unwrap();
+        let c = store.kv_set_blocking(KvSet { encrypted: true, ..kv("copy", &raw.value) }).unwrap();
         assert_eq!(c, KvChange::Created);
-        let copy = store
-            .kv_get_blocking("st2kv.system", "copy", true)
-            .unwrap()
-            .unwrap();
+        let copy = store.kv_get_blocking("st2kv.system", "copy", true).unwrap().unwrap();
         assert_eq!(copy.value, "s3cr3t-value");
         // ...and garbage is refused before it is stored.
         let err = store
-            .kv_set_blocking(KvSet {
-                encrypted: true,
-                ..kv("bad", "v1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
-            })
+            .kv_set_blocking(KvSet { encrypted: true, ..kv("bad", "v1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA") })
             .unwrap_err();
-        assert!(
-            matches!(err, StoreError::Crypto(CryptoError::Decrypt)),
-            "{err}"
-        );
+        assert!(matches!(err, StoreError::Crypto(CryptoError::Decrypt)), "{err}");
     }
 
     #[test]
     fn tampered_secret_is_a_clean_error() {
         let (_dir, store) = temp_store();
-        store
-            .kv_set_blocking(KvSet {
-                secret: true,
-                ..kv("token", "abc")
-            })
-            .unwrap();
+        store.kv_set_blocking(KvSet { secret: true, ..kv("token", "abc") }).unwrap();
         Blocking(&store)
-            .write(|c| {
-                Ok(c.execute(
-                    "UPDATE kv SET value = 'v1:' || substr(value, 5) WHERE name = 'token'",
-                    [],
-                )?)
-            })
+            .write(|c| Ok(c.execute("UPDATE kv SET value = 'v1:' || substr(value, 5) WHERE name = 'token'", [])?))
             .unwrap();
-        let err = store
-            .kv_get_blocking("st2kv.system", "token", true)
-            .unwrap_err();
+        let err = store.kv_get_blocking("st2kv.system", "token", true).unwrap_err();
         assert!(matches!(err, StoreError::Crypto(_)), "{err}");
         // Without decrypt the stored value is still readable.
-        assert!(
-            store
-                .kv_get_blocking("st2kv.system", "token", false)
-                .is_ok()
-        );
+        assert!(store.kv_get_blocking("st2kv.system", "token", false).is_ok());
     }
 
     #[test]
@@ -520,26 +344,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let plaintext = "PLAINTEXT-CANARY-7f3a9c";
         let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
-        store
-            .kv_set_blocking(KvSet {
-                secret: true,
-                ..kv("canary", plaintext)
-            })
-            .unwrap();
+        store.kv_set_blocking(KvSet { secret: true, ..kv("canary", plaintext) }).unwrap();
         // Overwrite it too, so an old page image could exist in the WAL.
-        store
-            .kv_set_blocking(KvSet {
-                secret: true,
-                ..kv("canary", &format!("{plaintext}-2"))
-            })
-            .unwrap();
+        store.kv_set_blocking(KvSet { secret: true, ..kv("canary", &format!("{plaintext}-2")) }).unwrap();
         let contains = |path: &std::path::Path| -> bool {
             std::fs::read(path)
-                .map(|bytes| {
-                    bytes
-                        .windows(plaintext.len())
-                        .any(|w| w == plaintext.as_bytes())
-                })
+                .map(|bytes| bytes.windows(plaintext.len()).any(|w| w == plaintext.as_bytes()))
                 .unwrap_or(false)
         };
         let db = dir.path().join(DB_FILE_NAME);
@@ -561,21 +371,10 @@ mod tests {
     #[test]
     fn limits_on_names_and_values() {
         let (_dir, store) = temp_store();
-        let err = store
-            .kv_set_blocking(kv("big", &"x".repeat(MAX_KV_VALUE_BYTES + 1)))
-            .unwrap_err();
-        expect![["value is 1048577 bytes, over the limit of 1048576 bytes"]]
-            .assert_eq(&err.to_string());
-        let err = store
-            .kv_set_blocking(kv(&"n".repeat(MAX_NAME_BYTES + 1), "v"))
-            .unwrap_err();
-        assert!(matches!(
-            err,
-            StoreError::TooLarge {
-                what: "key name",
-                ..
-            }
-        ));
+        let err = store.kv_set_blocking(kv("big", &"x".repeat(MAX_KV_VALUE_BYTES + 1))).unwrap_err();
+        expect![["value is 1048577 bytes, over the limit of 1048576 bytes"]].assert_eq(&err.to_string());
+        let err = store.kv_set_blocking(kv(&"n".repeat(MAX_NAME_BYTES + 1), "v")).unwrap_err();
+        assert!(matches!(err, StoreError::TooLarge { what: "key name", .. }));
         let err = store.kv_set_blocking(kv("", "v")).unwrap_err();
         expect![["invalid key name: must not be empty"]].assert_eq(&err.to_string());
     }

@@ -159,10 +159,7 @@ impl Env {
 }
 
 /// A closure run on a connection: by the writer inside a batch transaction, or by a reader.
-pub(crate) trait Work<T>:
-    FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static
-{
-}
+pub(crate) trait Work<T>: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static {}
 impl<T, F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static> Work<T> for F {}
 
 /// A handle to the store; cheap to clone, `Send + Sync`.
@@ -182,9 +179,7 @@ struct Inner {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store")
-            .field("db_path", &self.inner.db_path)
-            .finish_non_exhaustive()
+        f.debug_struct("Store").field("db_path", &self.inner.db_path).finish_non_exhaustive()
     }
 }
 
@@ -215,11 +210,7 @@ impl Store {
         use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
         let io = |action, path: &Path| {
             let path = path.to_owned();
-            move |source| StoreError::Io {
-                action,
-                path,
-                source,
-            }
+            move |source| StoreError::Io { action, path, source }
         };
         // 0700: the database holds execution output and parameters; only the agent reads it.
         // An existing directory keeps its mode (systemd's StateDirectoryMode decides there).
@@ -255,10 +246,7 @@ impl Store {
                 queue,
                 writer: Mutex::new(Some(handle)),
                 readers: ReadPool::new(db_path.clone(), opts.busy_timeout),
-                env: Env {
-                    clock: opts.clock,
-                    secrets,
-                },
+                env: Env { clock: opts.clock, secrets },
                 counters,
                 db_path,
             }),
@@ -288,21 +276,13 @@ impl Store {
 
     /// Decrypt a secret value as stored (`v1:…`), for `decrypt_kv` in templates. No I/O.
     pub fn decrypt(&self, stored: &str) -> Result<String, StoreError> {
-        self.inner
-            .env
-            .secrets
-            .decrypt(stored)
-            .map_err(StoreError::from)
+        self.inner.env.secrets.decrypt(stored).map_err(StoreError::from)
     }
 
     async fn write<T: Send + 'static>(&self, work: impl Work<T>) -> Result<T, StoreError> {
         let (tx, rx) = smol::channel::bounded(1);
         let job: BoxJob = Pending::new(work, tx);
-        self.inner
-            .queue
-            .send(job)
-            .await
-            .map_err(|_| StoreError::Closed)?;
+        self.inner.queue.send(job).await.map_err(|_| StoreError::Closed)?;
         rx.recv().await.map_err(|_| StoreError::Closed)?
     }
 
@@ -313,9 +293,7 @@ impl Store {
         match self.inner.queue.try_send(job) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
-                return Err(StoreError::Busy {
-                    capacity: WRITE_QUEUE_CAPACITY,
-                });
+                return Err(StoreError::Busy { capacity: WRITE_QUEUE_CAPACITY });
             }
             Err(TrySendError::Closed(_)) => return Err(StoreError::Closed),
         }
@@ -336,11 +314,7 @@ impl Blocking<'_> {
     fn write<T: Send + 'static>(&self, work: impl Work<T>) -> Result<T, StoreError> {
         let (tx, rx) = smol::channel::bounded(1);
         let job: BoxJob = Pending::new(work, tx);
-        self.0
-            .inner
-            .queue
-            .send_blocking(job)
-            .map_err(|_| StoreError::Closed)?;
+        self.0.inner.queue.send_blocking(job).map_err(|_| StoreError::Closed)?;
         rx.recv_blocking().map_err(|_| StoreError::Closed)?
     }
 
@@ -414,14 +388,9 @@ mod testutil {
     pub fn temp_store_with_clock() -> (tempfile::TempDir, Store, Arc<TestClock>) {
         let dir = tempfile::tempdir().unwrap();
         let clock = Arc::new(TestClock(AtomicI64::new(1_800_000_000_000_000)));
-        let store = Store::open(
-            &dir.path().join("var"),
-            StoreOptions {
-                clock: clock.clone(),
-                ..StoreOptions::default()
-            },
-        )
-        .unwrap();
+        let store =
+            Store::open(&dir.path().join("var"), StoreOptions { clock: clock.clone(), ..StoreOptions::default() })
+                .unwrap();
         (dir, store, clock)
     }
 }
@@ -455,22 +424,14 @@ mod tests {
             .unwrap();
         drop(store);
         // Second open: migrations are a no-op, data and key survive.
-        let store = Store::open(
-            &data,
-            StoreOptions {
-                synchronous: Synchronous::Full,
-                ..StoreOptions::default()
-            },
-        )
-        .unwrap();
+        let store =
+            Store::open(&data, StoreOptions { synchronous: Synchronous::Full, ..StoreOptions::default() }).unwrap();
         assert!(store.get_trigger_instance_blocking(id).unwrap().is_some());
-        let sync: i64 = Blocking(&store)
-            .write(|c| Ok(c.pragma_query_value(None, "synchronous", |r| r.get(0))?))
-            .unwrap();
+        let sync: i64 =
+            Blocking(&store).write(|c| Ok(c.pragma_query_value(None, "synchronous", |r| r.get(0))?)).unwrap();
         assert_eq!(sync, 2, "FULL");
-        let version: i64 = Blocking(&store)
-            .read(|c| Ok(c.pragma_query_value(None, "user_version", |r| r.get(0))?))
-            .unwrap();
+        let version: i64 =
+            Blocking(&store).read(|c| Ok(c.pragma_query_value(None, "user_version", |r| r.get(0))?)).unwrap();
         assert_eq!(version, schema::current_version());
     }
 
@@ -497,9 +458,7 @@ mod tests {
     fn newer_database_is_refused_with_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
-        Blocking(&store)
-            .write(|c| Ok(c.pragma_update(None, "user_version", 99)?))
-            .unwrap();
+        Blocking(&store).write(|c| Ok(c.pragma_update(None, "user_version", 99)?)).unwrap();
         drop(store);
         let err = Store::open(dir.path(), StoreOptions::default()).unwrap_err();
         assert!(err.to_string().contains("schema version 99"), "{err}");

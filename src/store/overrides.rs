@@ -30,16 +30,14 @@ fn set(env: &Env, rule_ref: String, enabled: bool) -> Result<impl Work<()>, Stor
 
 fn clear(_env: &Env, rule_ref: String) -> Result<impl Work<()>, StoreError> {
     Ok(move |c: &Connection| {
-        c.prepare_cached("DELETE FROM rule_overrides WHERE rule_ref = ?1")?
-            .execute(params![rule_ref])?;
+        c.prepare_cached("DELETE FROM rule_overrides WHERE rule_ref = ?1")?.execute(params![rule_ref])?;
         Ok(())
     })
 }
 
 fn list_op(_env: &Env) -> Result<impl Work<Vec<(String, bool)>>, StoreError> {
     Ok(|c: &Connection| {
-        let mut st =
-            c.prepare_cached("SELECT rule_ref, enabled FROM rule_overrides ORDER BY rule_ref")?;
+        let mut st = c.prepare_cached("SELECT rule_ref, enabled FROM rule_overrides ORDER BY rule_ref")?;
         let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, bool>(1)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     })

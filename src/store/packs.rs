@@ -37,8 +37,7 @@ api! {
 }
 
 const PACK_COLUMNS: &str = "ref, version, dialect, path, digest, status, load_error, loaded_at";
-const SENSOR_COLUMNS: &str =
-    "ref, state, pid, restarts, last_exit_code, last_signal, last_stderr, updated_at";
+const SENSOR_COLUMNS: &str = "ref, state, pid, restarts, last_exit_code, last_signal, last_stderr, updated_at";
 
 fn pack_row(row: &Row<'_>) -> rusqlite::Result<PackRecord> {
     Ok(PackRecord {
@@ -55,11 +54,7 @@ fn pack_row(row: &Row<'_>) -> rusqlite::Result<PackRecord> {
 
 fn upsert_pack_op(_env: &Env, p: PackRecord) -> Result<impl Work<()>, StoreError> {
     check_name("pack ref", &p.pack_ref)?;
-    for (what, text) in [
-        ("pack version", &p.version),
-        ("pack dialect", &p.dialect),
-        ("pack digest", &p.digest),
-    ] {
+    for (what, text) in [("pack version", &p.version), ("pack dialect", &p.dialect), ("pack digest", &p.digest)] {
         check_len(what, text, super::MAX_NAME_BYTES)?;
     }
     check_len("pack path", &p.path, MAX_DOC_BYTES)?;
@@ -91,20 +86,14 @@ fn upsert_pack_op(_env: &Env, p: PackRecord) -> Result<impl Work<()>, StoreError
 
 fn delete_pack_op(_env: &Env, pack_ref: &str) -> Result<impl Work<bool>, StoreError> {
     let pack_ref = pack_ref.to_owned();
-    Ok(move |c: &Connection| {
-        Ok(c.prepare_cached("DELETE FROM packs WHERE ref = ?1")?
-            .execute([pack_ref])?
-            > 0)
-    })
+    Ok(move |c: &Connection| Ok(c.prepare_cached("DELETE FROM packs WHERE ref = ?1")?.execute([pack_ref])? > 0))
 }
 
 fn get_pack_op(_env: &Env, pack_ref: &str) -> Result<impl Work<Option<PackRecord>>, StoreError> {
     let pack_ref = pack_ref.to_owned();
     Ok(move |c: &Connection| {
         let sql = format!("SELECT {PACK_COLUMNS} FROM packs WHERE ref = ?1");
-        Ok(c.prepare_cached(&sql)?
-            .query_row([pack_ref], pack_row)
-            .optional()?)
+        Ok(c.prepare_cached(&sql)?.query_row([pack_ref], pack_row).optional()?)
     })
 }
 
@@ -117,11 +106,7 @@ fn list_packs_op(_env: &Env) -> Result<impl Work<Vec<PackRecord>>, StoreError> {
     })
 }
 
-fn record_reload_op(
-    env: &Env,
-    packs_changed: Vec<String>,
-    result: String,
-) -> Result<impl Work<i64>, StoreError> {
+fn record_reload_op(env: &Env, packs_changed: Vec<String>, result: String) -> Result<impl Work<i64>, StoreError> {
     let changed = to_json("packs_changed", &serde_json::json!(packs_changed))?;
     check_len("reload result", &result, MAX_DOC_BYTES)?;
     let now = env.now();
@@ -135,16 +120,10 @@ fn record_reload_op(
 fn list_reloads_op(_env: &Env, limit: usize) -> Result<impl Work<Vec<Reload>>, StoreError> {
     let limit = clamp_limit(limit);
     Ok(move |c: &Connection| {
-        let mut stmt = c.prepare_cached(
-            "SELECT id, at, packs_changed, result FROM reloads ORDER BY id DESC LIMIT ?1",
-        )?;
+        let mut stmt =
+            c.prepare_cached("SELECT id, at, packs_changed, result FROM reloads ORDER BY id DESC LIMIT ?1")?;
         let rows = stmt.query_map([limit], |r| {
-            Ok(Reload {
-                id: r.get(0)?,
-                at: r.get(1)?,
-                packs_changed: json_col(r, 2)?,
-                result: r.get(3)?,
-            })
+            Ok(Reload { id: r.get(0)?, at: r.get(1)?, packs_changed: json_col(r, 2)?, result: r.get(3)? })
         })?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     })
@@ -177,10 +156,7 @@ fn sensor_row(row: &Row<'_>) -> rusqlite::Result<SensorRecord> {
 
 fn upsert_sensor_op(env: &Env, s: SensorUpdate) -> Result<impl Work<()>, StoreError> {
     check_name("sensor ref", &s.sensor_ref)?;
-    let stderr = s
-        .last_stderr
-        .as_deref()
-        .map(|e| tail(e, MAX_SENSOR_STDERR_BYTES).to_owned());
+    let stderr = s.last_stderr.as_deref().map(|e| tail(e, MAX_SENSOR_STDERR_BYTES).to_owned());
     let now = env.now();
     Ok(move |c: &Connection| {
         c.prepare_cached(
@@ -207,23 +183,14 @@ fn upsert_sensor_op(env: &Env, s: SensorUpdate) -> Result<impl Work<()>, StoreEr
 
 fn delete_sensor_op(_env: &Env, sensor_ref: &str) -> Result<impl Work<bool>, StoreError> {
     let sensor_ref = sensor_ref.to_owned();
-    Ok(move |c: &Connection| {
-        Ok(c.prepare_cached("DELETE FROM sensors WHERE ref = ?1")?
-            .execute([sensor_ref])?
-            > 0)
-    })
+    Ok(move |c: &Connection| Ok(c.prepare_cached("DELETE FROM sensors WHERE ref = ?1")?.execute([sensor_ref])? > 0))
 }
 
-fn get_sensor_op(
-    _env: &Env,
-    sensor_ref: &str,
-) -> Result<impl Work<Option<SensorRecord>>, StoreError> {
+fn get_sensor_op(_env: &Env, sensor_ref: &str) -> Result<impl Work<Option<SensorRecord>>, StoreError> {
     let sensor_ref = sensor_ref.to_owned();
     Ok(move |c: &Connection| {
         let sql = format!("SELECT {SENSOR_COLUMNS} FROM sensors WHERE ref = ?1");
-        Ok(c.prepare_cached(&sql)?
-            .query_row([sensor_ref], sensor_row)
-            .optional()?)
+        Ok(c.prepare_cached(&sql)?.query_row([sensor_ref], sensor_row).optional()?)
     })
 }
 
@@ -259,12 +226,8 @@ mod tests {
     #[test]
     fn packs_upsert_get_list_delete() {
         let (_dir, store) = temp_store();
-        store
-            .upsert_pack_blocking(pack("core", PackStatus::Loaded))
-            .unwrap();
-        store
-            .upsert_pack_blocking(pack("aws", PackStatus::Loaded))
-            .unwrap();
+        store.upsert_pack_blocking(pack("core", PackStatus::Loaded)).unwrap();
+        store.upsert_pack_blocking(pack("aws", PackStatus::Loaded)).unwrap();
         store
             .upsert_pack_blocking(PackRecord {
                 load_error: Some("actions/x.yaml:3: unknown runner".into()),
@@ -273,12 +236,7 @@ mod tests {
             .unwrap();
         let aws = store.get_pack_blocking("aws").unwrap().unwrap();
         assert_eq!(aws.status, PackStatus::Stale);
-        let refs: Vec<String> = store
-            .list_packs_blocking()
-            .unwrap()
-            .into_iter()
-            .map(|p| p.pack_ref)
-            .collect();
+        let refs: Vec<String> = store.list_packs_blocking().unwrap().into_iter().map(|p| p.pack_ref).collect();
         assert_eq!(refs, vec!["aws", "core"]);
         assert!(store.delete_pack_blocking("aws").unwrap());
         assert!(!store.delete_pack_blocking("aws").unwrap());
@@ -287,12 +245,8 @@ mod tests {
     #[test]
     fn reloads_newest_first() {
         let (_dir, store) = temp_store();
-        store
-            .record_reload_blocking(vec!["core".into()], "ok".into())
-            .unwrap();
-        let id = store
-            .record_reload_blocking(vec!["aws".into(), "st2".into()], "1 pack failed".into())
-            .unwrap();
+        store.record_reload_blocking(vec!["core".into()], "ok".into()).unwrap();
+        let id = store.record_reload_blocking(vec!["aws".into(), "st2".into()], "1 pack failed".into()).unwrap();
         let reloads = store.list_reloads_blocking(1).unwrap();
         assert_eq!(reloads.len(), 1);
         assert_eq!(reloads[0].id, id);
@@ -302,10 +256,7 @@ mod tests {
     #[test]
     fn sensors_keep_only_a_stderr_tail() {
         let (_dir, store) = temp_store();
-        let long = format!(
-            "{}\nTraceback: the end",
-            "é".repeat(MAX_SENSOR_STDERR_BYTES)
-        );
+        let long = format!("{}\nTraceback: the end", "é".repeat(MAX_SENSOR_STDERR_BYTES));
         store
             .upsert_sensor_blocking(SensorUpdate {
                 sensor_ref: "git.GitCommitSensor".into(),
@@ -317,10 +268,7 @@ mod tests {
                 last_stderr: Some(long),
             })
             .unwrap();
-        let s = store
-            .get_sensor_blocking("git.GitCommitSensor")
-            .unwrap()
-            .unwrap();
+        let s = store.get_sensor_blocking("git.GitCommitSensor").unwrap().unwrap();
         let kept = s.last_stderr.unwrap();
         assert!(kept.len() <= MAX_SENSOR_STDERR_BYTES);
         assert!(kept.ends_with("Traceback: the end"));

@@ -31,18 +31,11 @@ pub(super) struct ReadPool {
 
 impl ReadPool {
     pub(super) fn new(path: PathBuf, busy_timeout: Duration) -> Self {
-        ReadPool {
-            path,
-            busy_timeout,
-            idle: Mutex::new(Vec::new()),
-        }
+        ReadPool { path, busy_timeout, idle: Mutex::new(Vec::new()) }
     }
 
     /// Runs `f` on a pooled read-only connection.
-    pub(super) fn run<T>(
-        &self,
-        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
+    pub(super) fn run<T>(&self, f: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
         let conn = match self.lock().pop() {
             Some(conn) => conn,
             None => schema::open_reader(&self.path, self.busy_timeout)?,
@@ -107,11 +100,7 @@ mod tests {
     #[test]
     fn readers_cannot_write() {
         let (_dir, store) = temp_store();
-        let err = store
-            .inner
-            .readers
-            .run(|c| Ok(c.execute("DELETE FROM kv", [])?))
-            .unwrap_err();
+        let err = store.inner.readers.run(|c| Ok(c.execute("DELETE FROM kv", [])?)).unwrap_err();
         assert!(err.to_string().contains("readonly"), "{err}");
     }
 }

@@ -32,11 +32,7 @@ enum Target {
     Reloads,
 }
 
-const TARGETS: [Target; 3] = [
-    Target::Executions,
-    Target::TriggerInstances,
-    Target::Reloads,
-];
+const TARGETS: [Target; 3] = [Target::Executions, Target::TriggerInstances, Target::Reloads];
 
 fn purge_step(target: Target, cutoff: Micros) -> impl Work<u64> {
     move |c: &Connection| {
@@ -50,13 +46,9 @@ fn purge_step(target: Target, cutoff: Micros) -> impl Work<u64> {
                 "DELETE FROM trigger_instances WHERE id IN (SELECT id FROM trigger_instances \
                  WHERE processed_at < ?1 AND status IN ('processed','failed') LIMIT ?2)"
             }
-            Target::Reloads => {
-                "DELETE FROM reloads WHERE id IN (SELECT id FROM reloads WHERE at < ?1 LIMIT ?2)"
-            }
+            Target::Reloads => "DELETE FROM reloads WHERE id IN (SELECT id FROM reloads WHERE at < ?1 LIMIT ?2)",
         };
-        let n = c
-            .prepare_cached(sql)?
-            .execute(params![cutoff, PURGE_BATCH as i64])?;
+        let n = c.prepare_cached(sql)?.execute(params![cutoff, PURGE_BATCH as i64])?;
         Ok(n as u64)
     }
 }
@@ -77,10 +69,7 @@ fn cutoff(store: &Store, age: Duration) -> Micros {
 
 impl Store {
     /// Deletes completed records older than `age`, at most [`PURGE_BATCH`] rows per write.
-    pub async fn purge_completed_older_than(
-        &self,
-        age: Duration,
-    ) -> Result<PurgeReport, StoreError> {
+    pub async fn purge_completed_older_than(&self, age: Duration) -> Result<PurgeReport, StoreError> {
         let cutoff = cutoff(self, age);
         let mut report = PurgeReport::default();
         for target in TARGETS {
@@ -96,10 +85,7 @@ impl Store {
     }
 
     /// Blocking form of [`Store::purge_completed_older_than`].
-    pub fn purge_completed_older_than_blocking(
-        &self,
-        age: Duration,
-    ) -> Result<PurgeReport, StoreError> {
+    pub fn purge_completed_older_than_blocking(&self, age: Duration) -> Result<PurgeReport, StoreError> {
         let cutoff = cutoff(self, age);
         let mut report = PurgeReport::default();
         for target in TARGETS {
@@ -136,15 +122,8 @@ impl Store {
             .create_new(true)
             .mode(0o600)
             .open(dest)
-            .map_err(|source| StoreError::Io {
-                action: "create backup",
-                path: dest.to_owned(),
-                source,
-            })?;
-        let result = self
-            .inner
-            .readers
-            .run(|c| Ok(c.execute("VACUUM INTO ?1", [dest_text])?));
+            .map_err(|source| StoreError::Io { action: "create backup", path: dest.to_owned(), source })?;
+        let result = self.inner.readers.run(|c| Ok(c.execute("VACUUM INTO ?1", [dest_text])?));
         if result.is_err() {
             let _ = std::fs::remove_file(dest);
         }
@@ -241,52 +220,30 @@ mod tests {
         assert_eq!(report.reloads, 1);
         // 2 + 1 batches for each of the two big tables, 1 for reloads.
         assert_eq!(report.batches, 5, "{report:?}");
-        let left: Vec<i64> = store
-            .list_executions_blocking(ExecutionFilter::default())
-            .unwrap()
-            .iter()
-            .map(|e| e.id)
-            .collect();
+        let left: Vec<i64> =
+            store.list_executions_blocking(ExecutionFilter::default()).unwrap().iter().map(|e| e.id).collect();
         assert_eq!(left, vec![recent, running]);
+        assert!(store.get_trigger_instance_blocking(pending).unwrap().is_some());
         assert!(
-            store
-                .get_trigger_instance_blocking(pending)
-                .unwrap()
-                .is_some()
-        );
-        assert!(
-            store
-                .list_enforcements_blocking(EnforcementFilter::default())
-                .unwrap()
-                .is_empty(),
+            store.list_enforcements_blocking(EnforcementFilter::default()).unwrap().is_empty(),
             "enforcements went with their trigger instances"
         );
         let again = smol::block_on(store.purge_completed_older_than(7 * DAY)).unwrap();
-        assert_eq!(
-            again.executions + again.trigger_instances + again.reloads,
-            0
-        );
+        assert_eq!(again.executions + again.trigger_instances + again.reloads, 0);
     }
 
     #[test]
     fn backup_is_a_private_consistent_copy() {
         let (dir, store, _clock) = temp_store_with_clock();
         store
-            .kv_set_blocking(KvSet {
-                scope: "s".into(),
-                name: "k".into(),
-                value: "v".into(),
-                ..Default::default()
-            })
+            .kv_set_blocking(KvSet { scope: "s".into(), name: "k".into(), value: "v".into(), ..Default::default() })
             .unwrap();
         let dest = dir.path().join("snap.db");
         smol::block_on(store.backup_to(&dest)).unwrap();
         let mode = std::fs::metadata(&dest).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         let copy = rusqlite::Connection::open(&dest).unwrap();
-        let n: i64 = copy
-            .query_row("SELECT count(*) FROM kv", [], |r| r.get(0))
-            .unwrap();
+        let n: i64 = copy.query_row("SELECT count(*) FROM kv", [], |r| r.get(0)).unwrap();
         assert_eq!(n, 1);
         // An existing destination is refused, and left alone.
         let err = store.backup_to_blocking(&dest).unwrap_err();

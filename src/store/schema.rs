@@ -143,40 +143,26 @@ pub fn current_version() -> i64 {
 }
 
 /// Opens the write connection: WAL, the chosen durability, explicit busy timeout, foreign keys.
-pub fn open_writer(
-    path: &Path,
-    sync: Synchronous,
-    busy_timeout: Duration,
-) -> Result<Connection, StoreError> {
-    let open_err = |source| StoreError::Open {
-        path: path.to_owned(),
-        source,
-    };
+pub fn open_writer(path: &Path, sync: Synchronous, busy_timeout: Duration) -> Result<Connection, StoreError> {
+    let open_err = |source| StoreError::Open { path: path.to_owned(), source };
     let conn = Connection::open(path).map_err(open_err)?;
     // rusqlite already sets 5 s; set it anyway so the value is ours and visible here. The
     // writer uses BEGIN IMMEDIATE, so it only waits here when another process (a CLI
     // `packd key set` against the same file, a backup) holds the write lock.
     conn.busy_timeout(busy_timeout).map_err(open_err)?;
-    let mode: String = conn
-        .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
-        .map_err(open_err)?;
+    let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0)).map_err(open_err)?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(StoreError::Invalid {
             field: "journal_mode",
-            reason: format!(
-                "{} refused WAL mode (got {mode}); is it on a network filesystem?",
-                path.display()
-            ),
+            reason: format!("{} refused WAL mode (got {mode}); is it on a network filesystem?", path.display()),
         });
     }
     // NORMAL in WAL: a commit survives a crash of packd; a power cut may lose the last
     // transactions but never corrupts. FULL also fsyncs every commit (the group commit keeps
     // that affordable).
-    conn.pragma_update(None, "synchronous", sync.as_pragma())
-        .map_err(open_err)?;
+    conn.pragma_update(None, "synchronous", sync.as_pragma()).map_err(open_err)?;
     common_pragmas(&conn).map_err(open_err)?;
-    conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT_BYTES)
-        .map_err(open_err)?;
+    conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT_BYTES).map_err(open_err)?;
     // The writer's statements are few and hot; keep them all prepared.
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
@@ -184,13 +170,8 @@ pub fn open_writer(
 
 /// Opens a read-only connection for the reader pool and backups.
 pub fn open_reader(path: &Path, busy_timeout: Duration) -> Result<Connection, StoreError> {
-    let open_err = |source| StoreError::Open {
-        path: path.to_owned(),
-        source,
-    };
-    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
-        | OpenFlags::SQLITE_OPEN_NO_MUTEX
-        | OpenFlags::SQLITE_OPEN_URI;
+    let open_err = |source| StoreError::Open { path: path.to_owned(), source };
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
     let conn = Connection::open_with_flags(path, flags).map_err(open_err)?;
     conn.busy_timeout(busy_timeout).map_err(open_err)?;
     common_pragmas(&conn).map_err(open_err)?;
@@ -208,23 +189,13 @@ fn common_pragmas(conn: &Connection) -> rusqlite::Result<()> {
 pub fn migrate(conn: &mut Connection, path: &Path) -> Result<i64, StoreError> {
     let tx = conn
         .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-        .map_err(|source| StoreError::Open {
-            path: path.to_owned(),
-            source,
-        })?;
+        .map_err(|source| StoreError::Open { path: path.to_owned(), source })?;
     let found: i64 = tx
         .pragma_query_value(None, "user_version", |row| row.get(0))
-        .map_err(|source| StoreError::Open {
-            path: path.to_owned(),
-            source,
-        })?;
+        .map_err(|source| StoreError::Open { path: path.to_owned(), source })?;
     let supported = current_version();
     if found > supported {
-        return Err(StoreError::SchemaTooNew {
-            path: path.to_owned(),
-            found,
-            supported,
-        });
+        return Err(StoreError::SchemaTooNew { path: path.to_owned(), found, supported });
     }
     let start = usize::try_from(found).map_err(|_| StoreError::Invalid {
         field: "user_version",
@@ -251,19 +222,13 @@ mod tests {
         let mut conn = open_writer(&path, Synchronous::Normal, Duration::from_secs(1)).unwrap();
         assert_eq!(migrate(&mut conn, &path).unwrap(), 0);
         assert_eq!(migrate(&mut conn, &path).unwrap(), current_version());
-        let fk: bool = conn
-            .pragma_query_value(None, "foreign_keys", |r| r.get(0))
-            .unwrap();
+        let fk: bool = conn.pragma_query_value(None, "foreign_keys", |r| r.get(0)).unwrap();
         assert!(fk);
 
-        conn.pragma_update(None, "user_version", current_version() + 1)
-            .unwrap();
+        conn.pragma_update(None, "user_version", current_version() + 1).unwrap();
         let err = migrate(&mut conn, &path).unwrap_err();
         assert!(matches!(err, StoreError::SchemaTooNew { .. }));
-        assert!(
-            err.to_string().contains("written by a newer packd"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("written by a newer packd"), "{err}");
     }
 
     #[test]

@@ -13,21 +13,14 @@ use super::{MAX_DOC_BYTES, MAX_LIST_LIMIT, MAX_NAME_BYTES};
 /// A non-empty name (ref, scope, key) within [`MAX_NAME_BYTES`].
 pub(super) fn check_name(field: &'static str, name: &str) -> Result<(), StoreError> {
     if name.is_empty() {
-        return Err(StoreError::Invalid {
-            field,
-            reason: "must not be empty".into(),
-        });
+        return Err(StoreError::Invalid { field, reason: "must not be empty".into() });
     }
     check_len(field, name, MAX_NAME_BYTES)
 }
 
 pub(super) fn check_len(what: &'static str, text: &str, limit: usize) -> Result<(), StoreError> {
     if text.len() > limit {
-        return Err(StoreError::TooLarge {
-            what,
-            size: text.len(),
-            limit,
-        });
+        return Err(StoreError::TooLarge { what, size: text.len(), limit });
     }
     Ok(())
 }
@@ -42,31 +35,22 @@ pub(super) fn to_json(what: &'static str, value: &Value) -> Result<String, Store
 
 /// Reads a JSON TEXT column; a value that does not parse is a conversion error naming the
 /// column, not a panic.
-pub(super) fn json_col<T: serde::de::DeserializeOwned>(
-    row: &Row<'_>,
-    idx: usize,
-) -> rusqlite::Result<T> {
+pub(super) fn json_col<T: serde::de::DeserializeOwned>(row: &Row<'_>, idx: usize) -> rusqlite::Result<T> {
     let text: String = row.get(idx)?;
-    serde_json::from_str(&text)
-        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(idx, Type::Text, Box::new(e)))
+    serde_json::from_str(&text).map_err(|e| rusqlite::Error::FromSqlConversionFailure(idx, Type::Text, Box::new(e)))
 }
 
 pub(super) fn opt_json_col(row: &Row<'_>, idx: usize) -> rusqlite::Result<Option<Value>> {
     let text: Option<String> = row.get(idx)?;
     text.map(|t| {
-        serde_json::from_str(&t)
-            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(idx, Type::Text, Box::new(e)))
+        serde_json::from_str(&t).map_err(|e| rusqlite::Error::FromSqlConversionFailure(idx, Type::Text, Box::new(e)))
     })
     .transpose()
 }
 
 /// A requested limit clamped to `1..=MAX_LIST_LIMIT` (0 means the maximum).
 pub(super) fn clamp_limit(limit: usize) -> i64 {
-    let limit = if limit == 0 {
-        MAX_LIST_LIMIT
-    } else {
-        limit.min(MAX_LIST_LIMIT)
-    };
+    let limit = if limit == 0 { MAX_LIST_LIMIT } else { limit.min(MAX_LIST_LIMIT) };
     limit as i64
 }
 
@@ -80,11 +64,7 @@ pub(super) struct Listing {
 
 impl Listing {
     pub(super) fn new(select: &str) -> Self {
-        Listing {
-            sql: select.to_owned(),
-            params: Vec::new(),
-            has_where: false,
-        }
+        Listing { sql: select.to_owned(), params: Vec::new(), has_where: false }
     }
 
     /// Adds `condition` if `value` is present; every `?` in it is bound to `value`.
@@ -92,8 +72,7 @@ impl Listing {
         let Some(value) = value else {
             return;
         };
-        self.sql
-            .push_str(if self.has_where { " AND " } else { " WHERE " });
+        self.sql.push_str(if self.has_where { " AND " } else { " WHERE " });
         self.has_where = true;
         self.sql.push_str(condition);
         let value = value.into();
@@ -137,10 +116,7 @@ mod tests {
     fn names() {
         check_name_case("core.local", expect![["ok"]]);
         check_name_case("", expect![["invalid name: must not be empty"]]);
-        check_name_case(
-            &"x".repeat(MAX_NAME_BYTES + 1),
-            expect![["name is 1025 bytes, over the limit of 1024 bytes"]],
-        );
+        check_name_case(&"x".repeat(MAX_NAME_BYTES + 1), expect![["name is 1025 bytes, over the limit of 1024 bytes"]]);
     }
 
     #[test]
@@ -154,15 +130,6 @@ mod tests {
     fn documents_over_the_limit_are_refused() {
         let big = Value::String("x".repeat(MAX_DOC_BYTES));
         let err = to_json("payload", &big).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                StoreError::TooLarge {
-                    what: "payload",
-                    ..
-                }
-            ),
-            "{err}"
-        );
+        assert!(matches!(err, StoreError::TooLarge { what: "payload", .. }), "{err}");
     }
 }

@@ -52,19 +52,14 @@ impl super::Store {
     /// Like [`Store::insert_trigger_instance`](super::Store::insert_trigger_instance), but when
     /// the write queue is full it fails at once with [`StoreError::Busy`] (a webhook answers
     /// 503) instead of waiting.
-    pub async fn try_insert_trigger_instance(
-        &self,
-        new: NewTriggerInstance,
-    ) -> Result<i64, StoreError> {
+    pub async fn try_insert_trigger_instance(&self, new: NewTriggerInstance) -> Result<i64, StoreError> {
         let work = insert(&self.inner.env, new)?;
         self.try_write(work).await
     }
 }
 
-const TI_COLUMNS: &str =
-    "id, trigger_ref, payload, occurred_at, status, source, processed_at, target";
-const ENF_COLUMNS: &str =
-    "id, rule_ref, trigger_instance_id, execution_id, status, failure_reason, created_at";
+const TI_COLUMNS: &str = "id, trigger_ref, payload, occurred_at, status, source, processed_at, target";
+const ENF_COLUMNS: &str = "id, rule_ref, trigger_instance_id, execution_id, status, failure_reason, created_at";
 
 fn insert(env: &Env, new: NewTriggerInstance) -> Result<impl Work<i64>, StoreError> {
     check_name("trigger_ref", &new.trigger_ref)?;
@@ -88,15 +83,10 @@ fn set_status(env: &Env, id: i64, status: TiStatus) -> Result<impl Work<()>, Sto
     let processed_at = matches!(status, TiStatus::Processed | TiStatus::Failed).then_some(now);
     Ok(move |c: &Connection| {
         let n = c
-            .prepare_cached(
-                "UPDATE trigger_instances SET status = ?2, processed_at = ?3 WHERE id = ?1",
-            )?
+            .prepare_cached("UPDATE trigger_instances SET status = ?2, processed_at = ?3 WHERE id = ?1")?
             .execute(params![id, status, processed_at])?;
         if n == 0 {
-            return Err(StoreError::NotFound {
-                what: "trigger instance",
-                key: id.to_string(),
-            });
+            return Err(StoreError::NotFound { what: "trigger instance", key: id.to_string() });
         }
         Ok(())
     })
@@ -108,16 +98,8 @@ fn enforce(env: &Env, new: NewEnforcement) -> Result<impl Work<Enforced>, StoreE
         check_len("failure_reason", reason, MAX_DOC_BYTES)?;
     }
     let now = env.now();
-    let execution = new
-        .execution
-        .map(|e| executions::prepare(e, now))
-        .transpose()?;
-    let (rule_ref, ti, status, reason) = (
-        new.rule_ref,
-        new.trigger_instance_id,
-        new.status,
-        new.failure_reason,
-    );
+    let execution = new.execution.map(|e| executions::prepare(e, now)).transpose()?;
+    let (rule_ref, ti, status, reason) = (new.rule_ref, new.trigger_instance_id, new.status, new.failure_reason);
     Ok(move |c: &Connection| {
         let inserted = c
             .prepare_cached(
@@ -133,10 +115,7 @@ fn enforce(env: &Env, new: NewEnforcement) -> Result<impl Work<Enforced>, StoreE
                      WHERE rule_ref = ?1 AND trigger_instance_id = ?2",
                 )?
                 .query_row(params![rule_ref, ti], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            return Ok(Enforced::AlreadyEnforced {
-                enforcement_id,
-                execution_id,
-            });
+            return Ok(Enforced::AlreadyEnforced { enforcement_id, execution_id });
         }
         let enforcement_id = c.last_insert_rowid();
         let execution_id = match &execution {
@@ -148,10 +127,7 @@ fn enforce(env: &Env, new: NewEnforcement) -> Result<impl Work<Enforced>, StoreE
             }
             None => None,
         };
-        Ok(Enforced::Created {
-            enforcement_id,
-            execution_id,
-        })
+        Ok(Enforced::Created { enforcement_id, execution_id })
     })
 }
 
@@ -187,10 +163,7 @@ fn get(_env: &Env, id: i64) -> Result<impl Work<Option<TriggerInstance>>, StoreE
     })
 }
 
-fn list(
-    _env: &Env,
-    filter: TriggerInstanceFilter,
-) -> Result<impl Work<Vec<TriggerInstance>>, StoreError> {
+fn list(_env: &Env, filter: TriggerInstanceFilter) -> Result<impl Work<Vec<TriggerInstance>>, StoreError> {
     Ok(move |c: &Connection| {
         let mut q = Listing::new(&format!("SELECT {TI_COLUMNS} FROM trigger_instances"));
         q.filter("trigger_ref = ?", filter.trigger_ref);
@@ -200,11 +173,7 @@ fn list(
     })
 }
 
-fn pending(
-    _env: &Env,
-    after_id: i64,
-    limit: usize,
-) -> Result<impl Work<Vec<TriggerInstance>>, StoreError> {
+fn pending(_env: &Env, after_id: i64, limit: usize) -> Result<impl Work<Vec<TriggerInstance>>, StoreError> {
     let limit = clamp_limit(limit);
     Ok(move |c: &Connection| {
         let sql = format!(
@@ -220,16 +189,11 @@ fn pending(
 fn get_enf(_env: &Env, id: i64) -> Result<impl Work<Option<Enforcement>>, StoreError> {
     Ok(move |c: &Connection| {
         let sql = format!("SELECT {ENF_COLUMNS} FROM enforcements WHERE id = ?1");
-        Ok(c.prepare_cached(&sql)?
-            .query_row([id], enf_row)
-            .optional()?)
+        Ok(c.prepare_cached(&sql)?.query_row([id], enf_row).optional()?)
     })
 }
 
-fn list_enf(
-    _env: &Env,
-    filter: EnforcementFilter,
-) -> Result<impl Work<Vec<Enforcement>>, StoreError> {
+fn list_enf(_env: &Env, filter: EnforcementFilter) -> Result<impl Work<Vec<Enforcement>>, StoreError> {
     Ok(move |c: &Connection| {
         let mut q = Listing::new(&format!("SELECT {ENF_COLUMNS} FROM enforcements"));
         q.filter("rule_ref = ?", filter.rule_ref);
@@ -273,46 +237,21 @@ mod tests {
     #[test]
     fn enforcement_replay_is_already_enforced() {
         let (_dir, store) = temp_store();
-        let t = store
-            .insert_trigger_instance_blocking(ti("a.hook"))
-            .unwrap();
-        let first = store
-            .create_enforcement_with_execution_blocking(enforcement("a.rule", t))
-            .unwrap();
-        let Enforced::Created {
-            enforcement_id,
-            execution_id: Some(execution_id),
-        } = first
-        else {
+        let t = store.insert_trigger_instance_blocking(ti("a.hook")).unwrap();
+        let first = store.create_enforcement_with_execution_blocking(enforcement("a.rule", t)).unwrap();
+        let Enforced::Created { enforcement_id, execution_id: Some(execution_id) } = first else {
             panic!("{first:?}");
         };
         let e = store.get_execution_blocking(execution_id).unwrap().unwrap();
         assert_eq!(e.enforcement_id, Some(enforcement_id));
         assert_eq!(e.status, ExecStatus::Requested);
-        let enf = store
-            .get_enforcement_blocking(enforcement_id)
-            .unwrap()
-            .unwrap();
+        let enf = store.get_enforcement_blocking(enforcement_id).unwrap().unwrap();
         assert_eq!(enf.execution_id, Some(execution_id));
 
         // Replay after a "crash": nothing new, the earlier ids come back.
-        let again = store
-            .create_enforcement_with_execution_blocking(enforcement("a.rule", t))
-            .unwrap();
-        assert_eq!(
-            again,
-            Enforced::AlreadyEnforced {
-                enforcement_id,
-                execution_id: Some(execution_id)
-            }
-        );
-        assert_eq!(
-            store
-                .list_executions_blocking(ExecutionFilter::default())
-                .unwrap()
-                .len(),
-            1
-        );
+        let again = store.create_enforcement_with_execution_blocking(enforcement("a.rule", t)).unwrap();
+        assert_eq!(again, Enforced::AlreadyEnforced { enforcement_id, execution_id: Some(execution_id) });
+        assert_eq!(store.list_executions_blocking(ExecutionFilter::default()).unwrap().len(), 1);
         // Another rule on the same instance is a separate enforcement.
         let other = store
             .create_enforcement_with_execution_blocking(NewEnforcement {
@@ -322,65 +261,30 @@ mod tests {
                 ..enforcement("b.rule", t)
             })
             .unwrap();
-        assert!(matches!(
-            other,
-            Enforced::Created {
-                execution_id: None,
-                ..
-            }
-        ));
+        assert!(matches!(other, Enforced::Created { execution_id: None, .. }));
         let by_ti = store
-            .list_enforcements_blocking(EnforcementFilter {
-                trigger_instance_id: Some(t),
-                ..Default::default()
-            })
+            .list_enforcements_blocking(EnforcementFilter { trigger_instance_id: Some(t), ..Default::default() })
             .unwrap();
         assert_eq!(by_ti.len(), 2);
         // An enforcement for an instance that does not exist is refused (foreign key) and
         // inserts no execution.
-        let err = store
-            .create_enforcement_with_execution_blocking(enforcement("a.rule", 999))
-            .unwrap_err();
+        let err = store.create_enforcement_with_execution_blocking(enforcement("a.rule", 999)).unwrap_err();
         assert!(matches!(err, StoreError::Sqlite(_)), "{err}");
-        assert_eq!(
-            store
-                .list_executions_blocking(ExecutionFilter::default())
-                .unwrap()
-                .len(),
-            1
-        );
+        assert_eq!(store.list_executions_blocking(ExecutionFilter::default()).unwrap().len(), 1);
     }
 
     #[test]
     fn pending_instances_for_recovery() {
         let (_dir, store) = temp_store();
-        let ids: Vec<i64> = (0..4)
-            .map(|_| store.insert_trigger_instance_blocking(ti("t.x")).unwrap())
-            .collect();
-        store
-            .set_trigger_instance_status_blocking(ids[0], TiStatus::Processed)
-            .unwrap();
-        store
-            .set_trigger_instance_status_blocking(ids[1], TiStatus::Processing)
-            .unwrap();
-        store
-            .set_trigger_instance_status_blocking(ids[3], TiStatus::Failed)
-            .unwrap();
-        let pending: Vec<i64> = store
-            .pending_trigger_instances_blocking(0, 10)
-            .unwrap()
-            .iter()
-            .map(|t| t.id)
-            .collect();
+        let ids: Vec<i64> = (0..4).map(|_| store.insert_trigger_instance_blocking(ti("t.x")).unwrap()).collect();
+        store.set_trigger_instance_status_blocking(ids[0], TiStatus::Processed).unwrap();
+        store.set_trigger_instance_status_blocking(ids[1], TiStatus::Processing).unwrap();
+        store.set_trigger_instance_status_blocking(ids[3], TiStatus::Failed).unwrap();
+        let pending: Vec<i64> = store.pending_trigger_instances_blocking(0, 10).unwrap().iter().map(|t| t.id).collect();
         assert_eq!(pending, vec![ids[1], ids[2]]);
-        let page2 = store
-            .pending_trigger_instances_blocking(ids[1], 10)
-            .unwrap();
+        let page2 = store.pending_trigger_instances_blocking(ids[1], 10).unwrap();
         assert_eq!(page2.len(), 1);
-        let done = store
-            .get_trigger_instance_blocking(ids[0])
-            .unwrap()
-            .unwrap();
+        let done = store.get_trigger_instance_blocking(ids[0]).unwrap().unwrap();
         assert!(done.processed_at.is_some());
         assert_eq!(done.payload, json!({"body": {"x": 1}}));
         assert!(matches!(
@@ -399,9 +303,7 @@ mod tests {
         let pending = smol::block_on(other.pending_trigger_instances(0, 0)).unwrap();
         assert_eq!(pending.len(), 1);
         assert_eq!(pending[0].id, id);
-        let got = smol::block_on(other.get_trigger_instance(id))
-            .unwrap()
-            .unwrap();
+        let got = smol::block_on(other.get_trigger_instance(id)).unwrap().unwrap();
         assert_eq!(got.source, TiSource::Webhook);
     }
 
@@ -422,17 +324,12 @@ mod tests {
             })
             .unwrap();
         let all = store
-            .list_trigger_instances_blocking(TriggerInstanceFilter {
-                limit: n * 2,
-                ..Default::default()
-            })
+            .list_trigger_instances_blocking(TriggerInstanceFilter { limit: n * 2, ..Default::default() })
             .unwrap();
         assert_eq!(all.len(), MAX_LIST_LIMIT);
         let pending = store.pending_trigger_instances_blocking(0, 0).unwrap();
         assert_eq!(pending.len(), MAX_LIST_LIMIT);
-        let rest = store
-            .pending_trigger_instances_blocking(pending[MAX_LIST_LIMIT - 1].id, 0)
-            .unwrap();
+        let rest = store.pending_trigger_instances_blocking(pending[MAX_LIST_LIMIT - 1].id, 0).unwrap();
         assert_eq!(rest.len(), 5);
     }
 }

@@ -59,11 +59,7 @@ where
     F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
 {
     pub(super) fn new(work: F, reply: Sender<Result<T, StoreError>>) -> Box<Self> {
-        Box::new(Pending {
-            work: Some(work),
-            result: None,
-            reply,
-        })
+        Box::new(Pending { work: Some(work), result: None, reply })
     }
 }
 
@@ -87,9 +83,7 @@ where
             (Some(Err(e)), _) => Err(e),
             (Some(Ok(v)), None) => Ok(v),
             (Some(Ok(_)), Some(why)) => Err(StoreError::Commit(why.to_owned())),
-            (None, why) => Err(StoreError::Commit(
-                why.unwrap_or("the write was never run").to_owned(),
-            )),
+            (None, why) => Err(StoreError::Commit(why.unwrap_or("the write was never run").to_owned())),
         };
         // The caller may have stopped waiting (its future was dropped); the write stands.
         let _ = self.reply.try_send(answer);
@@ -178,9 +172,7 @@ fn run_batch(conn: &Connection, jobs: Vec<BoxJob>, counters: &Counters) {
             None => match conn.execute_batch("COMMIT") {
                 Ok(()) => {
                     counters.commits.fetch_add(1, Ordering::Relaxed);
-                    counters
-                        .largest_batch
-                        .fetch_max(ran.len() as u64, Ordering::Relaxed);
+                    counters.largest_batch.fetch_max(ran.len() as u64, Ordering::Relaxed);
                     None
                 }
                 Err(e) => {
@@ -197,8 +189,7 @@ fn run_batch(conn: &Connection, jobs: Vec<BoxJob>, counters: &Counters) {
 
 /// Runs one job under a savepoint. `Err` means the whole transaction is gone.
 fn run_one(conn: &Connection, job: &mut dyn Job, counters: &Counters) -> Result<(), String> {
-    conn.execute_batch("SAVEPOINT job")
-        .map_err(|e| format!("cannot open a savepoint: {e}"))?;
+    conn.execute_batch("SAVEPOINT job").map_err(|e| format!("cannot open a savepoint: {e}"))?;
     let ok = job.run(conn);
     if conn.is_autocommit() {
         // SQLite rolled the whole transaction back itself (SQLITE_FULL, IOERR, ...).
@@ -206,11 +197,9 @@ fn run_one(conn: &Connection, job: &mut dyn Job, counters: &Counters) -> Result<
     }
     if !ok {
         counters.failed_jobs.fetch_add(1, Ordering::Relaxed);
-        conn.execute_batch("ROLLBACK TO job")
-            .map_err(|e| format!("cannot roll back a failed write: {e}"))?;
+        conn.execute_batch("ROLLBACK TO job").map_err(|e| format!("cannot roll back a failed write: {e}"))?;
     }
-    conn.execute_batch("RELEASE job")
-        .map_err(|e| format!("cannot release a savepoint: {e}"))
+    conn.execute_batch("RELEASE job").map_err(|e| format!("cannot release a savepoint: {e}"))
 }
 
 fn rollback(conn: &Connection) {
@@ -237,12 +226,7 @@ mod tests {
     }
 
     /// Parks the writer inside a job until the returned sender is used (or 10 s pass).
-    fn park_writer(
-        store: &Store,
-    ) -> (
-        mpsc::Sender<()>,
-        smol::channel::Receiver<Result<(), StoreError>>,
-    ) {
+    fn park_writer(store: &Store) -> (mpsc::Sender<()>, smol::channel::Receiver<Result<(), StoreError>>) {
         let (started_tx, started_rx) = mpsc::channel();
         let (release_tx, release_rx) = mpsc::channel::<()>();
         let (reply_tx, reply_rx) = smol::channel::bounded(1);
@@ -271,9 +255,7 @@ mod tests {
                         let tasks: Vec<_> = (0..100)
                             .map(|i| {
                                 let store = store.clone();
-                                ex.spawn(async move {
-                                    store.insert_trigger_instance(ti(t * 100 + i)).await
-                                })
+                                ex.spawn(async move { store.insert_trigger_instance(ti(t * 100 + i)).await })
                             })
                             .collect();
                         let mut ids = Vec::new();
@@ -285,18 +267,12 @@ mod tests {
                 })
             })
             .collect();
-        let mut ids: Vec<i64> = threads
-            .into_iter()
-            .flat_map(|t| t.join().unwrap())
-            .collect();
+        let mut ids: Vec<i64> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
         ids.sort();
         ids.dedup();
         assert_eq!(ids.len(), 500, "every insert acknowledged with its own id");
         let listed = store
-            .list_trigger_instances_blocking(TriggerInstanceFilter {
-                limit: MAX_LIST_LIMIT,
-                ..Default::default()
-            })
+            .list_trigger_instances_blocking(TriggerInstanceFilter { limit: MAX_LIST_LIMIT, ..Default::default() })
             .unwrap();
         assert_eq!(listed.len(), 500, "every acknowledged insert is present");
         let stats = store.stats();
@@ -323,41 +299,25 @@ mod tests {
             trigger_instance_id: ti_id,
             status: EnforcementStatus::Succeeded,
             failure_reason: None,
-            execution: Some(NewExecution {
-                parent_id,
-                ..exec(rule)
-            }),
+            execution: Some(NewExecution { parent_id, ..exec(rule) }),
         };
         let before = store.stats();
-        let calls: Vec<_> = [
-            enforce("a", None),
-            enforce("bad", Some(999_999)),
-            enforce("c", None),
-        ]
-        .into_iter()
-        .map(|new| {
-            let store = store.clone();
-            std::thread::spawn(move || store.create_enforcement_with_execution_blocking(new))
-        })
-        .collect();
+        let calls: Vec<_> = [enforce("a", None), enforce("bad", Some(999_999)), enforce("c", None)]
+            .into_iter()
+            .map(|new| {
+                let store = store.clone();
+                std::thread::spawn(move || store.create_enforcement_with_execution_blocking(new))
+            })
+            .collect();
         while store.inner.queue.len() < 3 {
             std::thread::sleep(Duration::from_millis(1));
         }
         release.send(()).unwrap();
         let results: Vec<_> = calls.into_iter().map(|t| t.join().unwrap()).collect();
         parked.recv_blocking().unwrap().unwrap();
-        assert!(
-            matches!(results[0], Ok(Enforced::Created { .. })),
-            "{results:?}"
-        );
-        assert!(
-            matches!(results[1], Err(StoreError::Sqlite(_))),
-            "{results:?}"
-        );
-        assert!(
-            matches!(results[2], Ok(Enforced::Created { .. })),
-            "{results:?}"
-        );
+        assert!(matches!(results[0], Ok(Enforced::Created { .. })), "{results:?}");
+        assert!(matches!(results[1], Err(StoreError::Sqlite(_))), "{results:?}");
+        assert!(matches!(results[2], Ok(Enforced::Created { .. })), "{results:?}");
         let after = store.stats();
         assert_eq!(after.commits - before.commits, 2, "parked job + one batch");
         assert_eq!(after.failed_jobs - before.failed_jobs, 1);
@@ -368,10 +328,7 @@ mod tests {
             .map(|e| e.rule_ref)
             .collect();
         assert_eq!(rules.len(), 2, "{rules:?}");
-        assert!(
-            !rules.contains(&"bad".to_owned()),
-            "the failed job left nothing behind"
-        );
+        assert!(!rules.contains(&"bad".to_owned()), "the failed job left nothing behind");
         let actions: Vec<String> = store
             .list_executions_blocking(ExecutionFilter::default())
             .unwrap()
@@ -391,10 +348,7 @@ mod tests {
             let (tx, rx) = smol::channel::bounded(1);
             let job = Pending::new(
                 move |c: &Connection| {
-                    c.execute(
-                        "INSERT INTO reloads(at, packs_changed, result) VALUES (?1, '[]', 'ok')",
-                        [i as i64],
-                    )?;
+                    c.execute("INSERT INTO reloads(at, packs_changed, result) VALUES (?1, '[]', 'ok')", [i as i64])?;
                     Ok(())
                 },
                 tx,
@@ -426,15 +380,7 @@ mod tests {
         }
         // try_* refuses at once.
         let busy = smol::block_on(store.try_insert_trigger_instance(ti(0)));
-        assert!(
-            matches!(
-                busy,
-                Err(StoreError::Busy {
-                    capacity: WRITE_QUEUE_CAPACITY
-                })
-            ),
-            "{busy:?}"
-        );
+        assert!(matches!(busy, Err(StoreError::Busy { capacity: WRITE_QUEUE_CAPACITY })), "{busy:?}");
         // The async variant waits for room instead of failing.
         let mut waiting = Box::pin(store.insert_trigger_instance(ti(1)));
         assert!(smol::block_on(smol::future::poll_once(&mut waiting)).is_none());

@@ -31,9 +31,7 @@ pub struct ManualClock {
 
 impl ManualClock {
     pub fn new(start: Timestamp) -> Self {
-        ManualClock {
-            now: Mutex::new(start),
-        }
+        ManualClock { now: Mutex::new(start) }
     }
 
     /// Jumps to `to`, forwards or backwards (a test may simulate the wall clock being set back).
@@ -45,20 +43,14 @@ impl ManualClock {
     /// jiff's range instead of panicking, so a test with an absurd step still terminates.
     pub fn advance(&self, by: SignedDuration) -> Timestamp {
         let mut now = self.lock();
-        *now = now.checked_add(by).unwrap_or(if by.is_negative() {
-            Timestamp::MIN
-        } else {
-            Timestamp::MAX
-        });
+        *now = now.checked_add(by).unwrap_or(if by.is_negative() { Timestamp::MIN } else { Timestamp::MAX });
         *now
     }
 
     // A poisoned lock only means another thread panicked while holding it; the Timestamp inside
     // is still a valid value, so keep going rather than propagate the panic.
     fn lock(&self) -> MutexGuard<'_, Timestamp> {
-        self.now
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.now.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 

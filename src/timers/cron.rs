@@ -45,10 +45,7 @@ pub struct CronTimer {
 impl CronTimer {
     /// Builds a timer from StackStorm `core.st2.CronTimer` fields. `fields` holds, for each field
     /// name that was given, its text (integers already turned into decimal text).
-    pub(super) fn from_apscheduler(
-        fields: &[(ApField, String)],
-        zone: Zone,
-    ) -> Result<CronTimer, TimerError> {
+    pub(super) fn from_apscheduler(fields: &[(ApField, String)], zone: Zone) -> Result<CronTimer, TimerError> {
         let translated = translate(fields)?;
         let cron = CronParser::builder()
             .seconds(Seconds::Required)
@@ -59,17 +56,9 @@ impl CronTimer {
             // The pattern is generated from validated fields, so this is a bug, but report it as
             // an error on the timer rather than panic.
             .map_err(|e| {
-                TimerError::field(
-                    "cron",
-                    format!("internal pattern {:?} rejected: {e}", translated.pattern),
-                )
+                TimerError::field("cron", format!("internal pattern {:?} rejected: {e}", translated.pattern))
             })?;
-        Ok(CronTimer {
-            zone,
-            pattern: translated.pattern,
-            cron,
-            filter: translated.filter,
-        })
+        Ok(CronTimer { zone, pattern: translated.pattern, cron, filter: translated.filter })
     }
 
     /// Builds a timer from an Attune `core.crontimer` expression: 6 fields, seconds first
@@ -77,10 +66,7 @@ impl CronTimer {
     /// day-of-week (tokio-cron-scheduler parses with croner `seconds_required` + `dom_and_dow`).
     pub(super) fn from_attune(expression: &str, zone: Zone) -> Result<CronTimer, TimerError> {
         if expression.len() > MAX_FIELD_LEN {
-            return Err(TimerError::field(
-                "expression",
-                format!("longer than {MAX_FIELD_LEN} bytes"),
-            ));
+            return Err(TimerError::field("expression", format!("longer than {MAX_FIELD_LEN} bytes")));
         }
         let cron = CronParser::builder()
             .seconds(Seconds::Required)
@@ -89,12 +75,7 @@ impl CronTimer {
             .build()
             .parse(expression)
             .map_err(|e| TimerError::field("expression", e.to_string()))?;
-        Ok(CronTimer {
-            zone,
-            pattern: expression.to_string(),
-            cron,
-            filter: DateFilter::default(),
-        })
+        Ok(CronTimer { zone, pattern: expression.to_string(), cron, filter: DateFilter::default() })
     }
 
     /// The croner pattern evaluated. For StackStorm timers this is the translation; note that an
@@ -219,9 +200,7 @@ impl ApField {
 }
 
 const WEEKDAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
-const MONTHS: [&str; 12] = [
-    "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
-];
+const MONTHS: [&str; 12] = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"];
 /// `xth y` positions; index + 1 is the occurrence, `last` is stored as `LAST_POSITION`.
 const POSITIONS: [&str; 5] = ["1st", "2nd", "3rd", "4th", "5th"];
 const LAST_POSITION: u8 = 0;
@@ -233,11 +212,7 @@ enum Expr {
     All { step: Option<u32> },
     /// `a`, `a-b`, `a-b/step`, `a/step` (then `last` is the field maximum); also month and
     /// weekday names, which APScheduler turns into numeric ranges.
-    Range {
-        first: u32,
-        last: u32,
-        step: Option<u32>,
-    },
+    Range { first: u32, last: u32, step: Option<u32> },
     /// `last` in `day`: the last day of the month.
     LastDay,
     /// `xth y` / `last y` in `day`: `nth` 1..=5 or `LAST_POSITION`, `weekday` 0 = Monday.
@@ -293,9 +268,7 @@ fn parse_expr(field: ApField, item: &str) -> Result<Expr, String> {
     // APScheduler's RangeExpression regex is anchored at both ends: only digits, `-` and `/`.
     // Anything else ("2nd mon") belongs to the field's word forms below.
     if lower.starts_with(|c: char| c.is_ascii_digit())
-        && lower
-            .bytes()
-            .all(|b| b.is_ascii_digit() || b == b'-' || b == b'/')
+        && lower.bytes().all(|b| b.is_ascii_digit() || b == b'-' || b == b'/')
     {
         let (range, step) = match lower.split_once('/') {
             Some((range, step)) => (range, Some(step)),
@@ -326,11 +299,7 @@ fn parse_expr(field: ApField, item: &str) -> Result<Expr, String> {
             return Err(format!("{first} is above the maximum {max}"));
         }
         let step = step.map(|s| parse_step(s, end - first)).transpose()?;
-        return Ok(Expr::Range {
-            first,
-            last: end,
-            step,
-        });
+        return Ok(Expr::Range { first, last: end, step });
     }
 
     match field {
@@ -348,9 +317,7 @@ fn parse_step(text: &str, range: u32) -> Result<u32, String> {
         return Err("step must be greater than 0".into());
     }
     if step > range {
-        return Err(format!(
-            "step {step} is larger than the range it steps through ({range})"
-        ));
+        return Err(format!("step {step} is larger than the range it steps through ({range})"));
     }
     Ok(step)
 }
@@ -360,8 +327,7 @@ fn parse_number(text: &str) -> Result<u32, String> {
     if text.is_empty() || text.len() > 9 || !text.bytes().all(|b| b.is_ascii_digit()) {
         return Err(format!("{text:?} is not a number"));
     }
-    text.parse::<u32>()
-        .map_err(|_| format!("{text:?} is not a number"))
+    text.parse::<u32>().map_err(|_| format!("{text:?} is not a number"))
 }
 
 /// `name` or `name-name` (APScheduler's MonthRangeExpression / WeekdayRangeExpression; no step).
@@ -371,12 +337,7 @@ fn parse_named_range(text: &str, names: &[&str], base: u32) -> Result<Expr, Stri
             .iter()
             .position(|n| *n == name)
             .map(|i| i as u32 + base)
-            .ok_or_else(|| {
-                format!(
-                    "unknown name {name:?} (expected one of {})",
-                    names.join(",")
-                )
-            })
+            .ok_or_else(|| format!("unknown name {name:?} (expected one of {})", names.join(",")))
     };
     let (first, last) = match text.split_once('-') {
         Some((a, b)) => (index(a)?, index(b)?),
@@ -388,11 +349,7 @@ fn parse_named_range(text: &str, names: &[&str], base: u32) -> Result<Expr, Stri
     if first > last {
         return Err(format!("range start {first} is above its end {last}"));
     }
-    Ok(Expr::Range {
-        first,
-        last,
-        step: None,
-    })
+    Ok(Expr::Range { first, last, step: None })
 }
 
 /// `last`, or `<1st..5th|last> <weekday name>` in the `day` field.
@@ -402,9 +359,7 @@ fn parse_day_word(text: &str) -> Result<Expr, String> {
     }
     let mut words = text.split_whitespace();
     let (Some(position), Some(weekday), None) = (words.next(), words.next(), words.next()) else {
-        return Err(
-            "unrecognized expression (expected a number, range, \"last\" or \"xth day\")".into(),
-        );
+        return Err("unrecognized expression (expected a number, range, \"last\" or \"xth day\")".into());
     };
     let nth = if position == "last" {
         LAST_POSITION
@@ -459,10 +414,7 @@ fn translate(given: &[(ApField, String)]) -> Result<Translated, TimerError> {
     let dow_is_star = dow_items.contains(&Expr::All { step: None });
     let mut dow = render_dow(dow_items);
 
-    let mut filter = DateFilter {
-        weeks: week_mask(get(ApField::Week)),
-        day: None,
-    };
+    let mut filter = DateFilter { weeks: week_mask(get(ApField::Week)), day: None };
 
     let day_items = get(ApField::Day);
     let positions: Vec<(u8, u8)> = day_items
@@ -482,11 +434,7 @@ fn translate(given: &[(ApField, String)]) -> Result<Translated, TimerError> {
             .iter()
             .map(|&(nth, weekday)| {
                 let d = croner_weekday(u32::from(weekday));
-                if nth == LAST_POSITION {
-                    format!("{d}L")
-                } else {
-                    format!("{d}#{nth}")
-                }
+                if nth == LAST_POSITION { format!("{d}L") } else { format!("{d}#{nth}") }
             })
             .collect::<Vec<_>>()
             .join(",");
@@ -499,10 +447,7 @@ fn translate(given: &[(ApField, String)]) -> Result<Translated, TimerError> {
         "*".to_string()
     };
 
-    Ok(Translated {
-        pattern: format!("{second} {minute} {hour} {day} {month} {dow} {year}"),
-        filter,
-    })
+    Ok(Translated { pattern: format!("{second} {minute} {hour} {day} {month} {dow} {year}"), filter })
 }
 
 /// Renders a field whose numbering croner shares with APScheduler (all but day_of_week).
@@ -517,9 +462,7 @@ fn render_plain(field: ApField, items: &[Expr]) -> String {
         .filter_map(|item| match *item {
             // croner's `*/n` starts at the field minimum like APScheduler's, except for the year
             // (croner's minimum is year 1, APScheduler's 1970), so spell the range out there.
-            Expr::All { step: Some(n) } if field == ApField::Year => {
-                Some(format!("{min}-{max}/{n}"))
-            }
+            Expr::All { step: Some(n) } if field == ApField::Year => Some(format!("{min}-{max}/{n}")),
             Expr::All { step: Some(n) } => Some(format!("*/{n}")),
             Expr::All { step: None } => Some("*".to_string()),
             Expr::Range { first, last, step } => Some(match step {
@@ -548,18 +491,11 @@ fn render_dow(items: &[Expr]) -> String {
     for item in items {
         match *item {
             // A plain range shifts by one; croner reads 7 as Sunday, so `sat-sun` (5-6) is `6-7`.
-            Expr::Range {
-                first,
-                last,
-                step: None,
-            } if first != last => parts.push(format!("{}-{}", first + 1, last + 1)),
+            Expr::Range { first, last, step: None } if first != last => {
+                parts.push(format!("{}-{}", first + 1, last + 1))
+            }
             // Steps count from Monday in APScheduler but from Sunday in croner: list the days.
-            other => parts.extend(
-                other
-                    .values(min, max)
-                    .into_iter()
-                    .map(|v| croner_weekday(v).to_string()),
-            ),
+            other => parts.extend(other.values(min, max).into_iter().map(|v| croner_weekday(v).to_string())),
         }
     }
     parts.join(",")
@@ -568,10 +504,7 @@ fn render_dow(items: &[Expr]) -> String {
 /// Bit `w` set for every ISO week `w` the field selects; `None` when it selects all 53.
 fn week_mask(items: &[Expr]) -> Option<u64> {
     let (min, max) = ApField::Week.bounds();
-    let mask = items
-        .iter()
-        .flat_map(|e| e.values(min, max))
-        .fold(0u64, |m, w| m | (1u64 << w));
+    let mask = items.iter().flat_map(|e| e.values(min, max)).fold(0u64, |m, w| m | (1u64 << w));
     let all = (min..=max).fold(0u64, |m, w| m | (1u64 << w));
     (mask != all).then_some(mask)
 }
@@ -634,11 +567,7 @@ struct DayRule {
 impl DayRule {
     fn new(items: &[Expr]) -> DayRule {
         let (min, max) = ApField::Day.bounds();
-        let mut rule = DayRule {
-            days: 0,
-            last_day: false,
-            positions: Vec::new(),
-        };
+        let mut rule = DayRule { days: 0, last_day: false, positions: Vec::new() };
         for item in items {
             match *item {
                 Expr::LastDay => rule.last_day = true,
@@ -710,103 +639,45 @@ mod tests {
         check(json!({"month": 6}), expect![["0 0 0 1 6 * *"]]);
         // week and day_of_week default to `*` even after the last given field.
         check(json!({"year": 2027}), expect![["0 0 0 1 1 * 2027"]]);
-        check(
-            json!({"day_of_week": 0, "hour": 9}),
-            expect![["0 0 9 * * 1 *"]],
-        );
-        check(
-            json!({"day_of_week": "mon-fri", "hour": "8-18/2"}),
-            expect![["0 0 8-18/2 * * 1-5 *"]],
-        );
-        check(
-            json!({"day_of_week": "sat-sun"}),
-            expect![["0 0 0 * * 6-7 *"]],
-        );
-        check(
-            json!({"day_of_week": "sun,3"}),
-            expect![["0 0 0 * * 0,4 *"]],
-        );
-        check(
-            json!({"day_of_week": "*/2"}),
-            expect![["0 0 0 * * 1,3,5,0 *"]],
-        );
+        check(json!({"day_of_week": 0, "hour": 9}), expect![["0 0 9 * * 1 *"]]);
+        check(json!({"day_of_week": "mon-fri", "hour": "8-18/2"}), expect![["0 0 8-18/2 * * 1-5 *"]]);
+        check(json!({"day_of_week": "sat-sun"}), expect![["0 0 0 * * 6-7 *"]]);
+        check(json!({"day_of_week": "sun,3"}), expect![["0 0 0 * * 0,4 *"]]);
+        check(json!({"day_of_week": "*/2"}), expect![["0 0 0 * * 1,3,5,0 *"]]);
         check(json!({"day_of_week": "4-6"}), expect![["0 0 0 * * 5-7 *"]]);
         check(json!({"day": "last"}), expect![["0 0 0 L * * *"]]);
-        check(
-            json!({"day": "1,15,last", "hour": 12}),
-            expect![["0 0 12 1,15,L * * *"]],
-        );
+        check(json!({"day": "1,15,last", "hour": 12}), expect![["0 0 12 1,15,L * * *"]]);
         check(json!({"day": "last fri"}), expect![["0 0 0 * * 5L *"]]);
         check(json!({"day": "2nd mon"}), expect![["0 0 0 * * 1#2 *"]]);
-        check(
-            json!({"day": "1st sun, last sun"}),
-            expect![["0 0 0 * * 0#1,0L *"]],
-        );
-        check(
-            json!({"day": "1,last fri"}),
-            expect![["0 0 0 * * * * + post-filter"]],
-        );
-        check(
-            json!({"day": "2nd mon", "day_of_week": "fri"}),
-            expect![["0 0 0 * * 5 * + post-filter"]],
-        );
-        check(
-            json!({"week": 10}),
-            expect![["0 0 0 * * * * + post-filter"]],
-        );
+        check(json!({"day": "1st sun, last sun"}), expect![["0 0 0 * * 0#1,0L *"]]);
+        check(json!({"day": "1,last fri"}), expect![["0 0 0 * * * * + post-filter"]]);
+        check(json!({"day": "2nd mon", "day_of_week": "fri"}), expect![["0 0 0 * * 5 * + post-filter"]]);
+        check(json!({"week": 10}), expect![["0 0 0 * * * * + post-filter"]]);
         check(json!({"week": "*", "hour": 1}), expect![["0 0 1 * * * *"]]);
-        check(
-            json!({"year": "2027-2028", "month": "feb", "day": 29}),
-            expect![["0 0 0 29 2 * 2027-2028"]],
-        );
+        check(json!({"year": "2027-2028", "month": "feb", "day": 29}), expect![["0 0 0 29 2 * 2027-2028"]]);
         check(json!({"year": "*/4"}), expect![["0 0 0 1 1 * 1970-5000/4"]]);
-        check(
-            json!({"month": "jan-mar,Dec", "day": "5/10"}),
-            expect![["0 0 0 5-31/10 1-3,12 * *"]],
-        );
+        check(json!({"month": "jan-mar,Dec", "day": "5/10"}), expect![["0 0 0 5-31/10 1-3,12 * *"]]);
         check(json!({"minute": "*, 5"}), expect![["0 * * * * * *"]]);
-        check(
-            json!({"hour": "9-17", "minute": "0,30", "timezone": "Europe/Berlin"}),
-            expect![["0 0,30 9-17 * * * *"]],
-        );
+        check(json!({"hour": "9-17", "minute": "0,30", "timezone": "Europe/Berlin"}), expect![["0 0,30 9-17 * * * *"]]);
 
         // Errors name the field and the reason.
-        check(
-            json!({"hour": 24}),
-            expect![[r#"error: hour: "24": 24 is above the maximum 23"#]],
-        );
+        check(json!({"hour": 24}), expect![[r#"error: hour: "24": 24 is above the maximum 23"#]]);
         check(
             json!({"minute": "*/60"}),
-            expect![[
-                r#"error: minute: "*/60": step 60 is larger than the range it steps through (59)"#
-            ]],
+            expect![[r#"error: minute: "*/60": step 60 is larger than the range it steps through (59)"#]],
         );
-        check(
-            json!({"second": "*/0"}),
-            expect![[r#"error: second: "*/0": step must be greater than 0"#]],
-        );
-        check(
-            json!({"hour": "5-3"}),
-            expect![[r#"error: hour: "5-3": range start 5 is above its end 3"#]],
-        );
-        check(
-            json!({"day": 0}),
-            expect![[r#"error: day: "0": 0 is below the minimum 1"#]],
-        );
+        check(json!({"second": "*/0"}), expect![[r#"error: second: "*/0": step must be greater than 0"#]]);
+        check(json!({"hour": "5-3"}), expect![[r#"error: hour: "5-3": range start 5 is above its end 3"#]]);
+        check(json!({"day": 0}), expect![[r#"error: day: "0": 0 is below the minimum 1"#]]);
         check(
             json!({"day": "6th mon"}),
-            expect![[
-                r#"error: day: "6th mon": unknown position "6th" (expected 1st..5th or last)"#
-            ]],
+            expect![[r#"error: day: "6th mon": unknown position "6th" (expected 1st..5th or last)"#]],
         );
         check(
             json!({"day": "last frd"}),
             expect![[r#"error: day: "last frd": unknown weekday "frd" (expected mon..sun)"#]],
         );
-        check(
-            json!({"day_of_week": 7}),
-            expect![[r#"error: day_of_week: "7": 7 is above the maximum 6"#]],
-        );
+        check(json!({"day_of_week": 7}), expect![[r#"error: day_of_week: "7": 7 is above the maximum 6"#]]);
         check(
             json!({"day_of_week": "mon-fri/2"}),
             expect![[
@@ -819,62 +690,32 @@ mod tests {
                 r#"error: month: "foo": unknown name "foo" (expected one of jan,feb,mar,apr,may,jun,jul,aug,sep,oct,nov,dec)"#
             ]],
         );
-        check(
-            json!({"year": 1969}),
-            expect![[r#"error: year: "1969": 1969 is below the minimum 1970"#]],
-        );
-        check(
-            json!({"year": 9999}),
-            expect![[r#"error: year: "9999": 9999 is above the maximum 5000"#]],
-        );
-        check(
-            json!({"week": 54}),
-            expect![[r#"error: week: "54": 54 is above the maximum 53"#]],
-        );
-        check(
-            json!({"hour": "1,,2"}),
-            expect![[r#"error: hour: empty item in "1,,2""#]],
-        );
-        check(
-            json!({"hour": ""}),
-            expect![[r#"error: hour: empty item in """#]],
-        );
-        check(
-            json!({"hour": -1}),
-            expect![[r#"error: hour: "-1": unrecognized expression"#]],
-        );
+        check(json!({"year": 1969}), expect![[r#"error: year: "1969": 1969 is below the minimum 1970"#]]);
+        check(json!({"year": 9999}), expect![[r#"error: year: "9999": 9999 is above the maximum 5000"#]]);
+        check(json!({"week": 54}), expect![[r#"error: week: "54": 54 is above the maximum 53"#]]);
+        check(json!({"hour": "1,,2"}), expect![[r#"error: hour: empty item in "1,,2""#]]);
+        check(json!({"hour": ""}), expect![[r#"error: hour: empty item in """#]]);
+        check(json!({"hour": -1}), expect![[r#"error: hour: "-1": unrecognized expression"#]]);
         check(
             json!({"hour": "99999999999"}),
             expect![[r#"error: hour: "99999999999": "99999999999" is not a number"#]],
         );
-        check(
-            json!({"hour": 1.5}),
-            expect![["error: hour: must be a string or an integer"]],
-        );
-        check(
-            json!({"hour": true}),
-            expect![["error: hour: must be a string or an integer"]],
-        );
+        check(json!({"hour": 1.5}), expect![["error: hour: must be a string or an integer"]]);
+        check(json!({"hour": true}), expect![["error: hour: must be a string or an integer"]]);
         check(
             json!({"minute": 5, "hours": 1}),
             expect![[
                 "error: hours: unknown parameter (allowed: timezone, year, month, day, week, day_of_week, hour, minute, second)"
             ]],
         );
-        check(
-            json!({"timezone": "Mars/Olympus"}),
-            expect![[r#"error: timezone: unknown time zone "Mars/Olympus""#]],
-        );
+        check(json!({"timezone": "Mars/Olympus"}), expect![[r#"error: timezone: unknown time zone "Mars/Olympus""#]]);
     }
 
     #[test]
     fn field_text_longer_than_limit_is_refused() {
         let long = "1,".repeat(MAX_FIELD_LEN / 2) + "1";
         assert!(long.len() > MAX_FIELD_LEN);
-        check(
-            json!({ "minute": long }),
-            expect![["error: minute: longer than 256 bytes"]],
-        );
+        check(json!({ "minute": long }), expect![["error: minute: longer than 256 bytes"]]);
         let ok = "1,".repeat(MAX_FIELD_LEN / 2 - 1) + "1";
         assert!(ok.len() <= MAX_FIELD_LEN);
         assert!(st2(json!({ "minute": ok })).is_ok());
@@ -896,11 +737,7 @@ mod tests {
             match spec.next_after(after, after) {
                 Some(next) => {
                     assert!(next > after, "not increasing: {next} after {after}");
-                    out.push(
-                        next.to_zoned(zone.clone())
-                            .strftime("%a %F %T%:z")
-                            .to_string(),
-                    );
+                    out.push(next.to_zoned(zone.clone()).strftime("%a %F %T%:z").to_string());
                     after = next;
                 }
                 None => {
@@ -923,21 +760,13 @@ mod tests {
         check_fires(
             json!({}),
             3,
-            expect![[
-                "Thu 2026-01-01 00:00:01+00:00 | Thu 2026-01-01 00:00:02+00:00 | Thu 2026-01-01 00:00:03+00:00"
-            ]],
+            expect![["Thu 2026-01-01 00:00:01+00:00 | Thu 2026-01-01 00:00:02+00:00 | Thu 2026-01-01 00:00:03+00:00"]],
         );
-        check_fires(
-            json!({"hour": 5}),
-            2,
-            expect![["Thu 2026-01-01 05:00:00+00:00 | Fri 2026-01-02 05:00:00+00:00"]],
-        );
+        check_fires(json!({"hour": 5}), 2, expect![["Thu 2026-01-01 05:00:00+00:00 | Fri 2026-01-02 05:00:00+00:00"]]);
         check_fires(
             json!({"minute": "*/15"}),
             3,
-            expect![[
-                "Thu 2026-01-01 00:15:00+00:00 | Thu 2026-01-01 00:30:00+00:00 | Thu 2026-01-01 00:45:00+00:00"
-            ]],
+            expect![["Thu 2026-01-01 00:15:00+00:00 | Thu 2026-01-01 00:30:00+00:00 | Thu 2026-01-01 00:45:00+00:00"]],
         );
         check_fires(
             json!({"day_of_week": 0, "hour": 9}),
@@ -947,30 +776,22 @@ mod tests {
         check_fires(
             json!({"day_of_week": "sat-sun", "hour": 8}),
             3,
-            expect![[
-                "Sat 2026-01-03 08:00:00+00:00 | Sun 2026-01-04 08:00:00+00:00 | Sat 2026-01-10 08:00:00+00:00"
-            ]],
+            expect![["Sat 2026-01-03 08:00:00+00:00 | Sun 2026-01-04 08:00:00+00:00 | Sat 2026-01-10 08:00:00+00:00"]],
         );
         check_fires(
             json!({"day": "last"}),
             3,
-            expect![[
-                "Sat 2026-01-31 00:00:00+00:00 | Sat 2026-02-28 00:00:00+00:00 | Tue 2026-03-31 00:00:00+00:00"
-            ]],
+            expect![["Sat 2026-01-31 00:00:00+00:00 | Sat 2026-02-28 00:00:00+00:00 | Tue 2026-03-31 00:00:00+00:00"]],
         );
         check_fires(
             json!({"day": "last fri"}),
             3,
-            expect![[
-                "Fri 2026-01-30 00:00:00+00:00 | Fri 2026-02-27 00:00:00+00:00 | Fri 2026-03-27 00:00:00+00:00"
-            ]],
+            expect![["Fri 2026-01-30 00:00:00+00:00 | Fri 2026-02-27 00:00:00+00:00 | Fri 2026-03-27 00:00:00+00:00"]],
         );
         check_fires(
             json!({"day": "2nd mon"}),
             3,
-            expect![[
-                "Mon 2026-01-12 00:00:00+00:00 | Mon 2026-02-09 00:00:00+00:00 | Mon 2026-03-09 00:00:00+00:00"
-            ]],
+            expect![["Mon 2026-01-12 00:00:00+00:00 | Mon 2026-02-09 00:00:00+00:00 | Mon 2026-03-09 00:00:00+00:00"]],
         );
         check_fires(
             json!({"day": "5th fri"}),
@@ -990,11 +811,7 @@ mod tests {
             expect![["Sat 2026-01-31 00:00:00+00:00 | Sat 2026-02-28 00:00:00+00:00"]],
         );
         // week 10 of 2026 is Mon 2 Mar .. Sun 8 Mar.
-        check_fires(
-            json!({"week": 10}),
-            2,
-            expect![["Mon 2026-03-02 00:00:00+00:00 | Tue 2026-03-03 00:00:00+00:00"]],
-        );
+        check_fires(json!({"week": 10}), 2, expect![["Mon 2026-03-02 00:00:00+00:00 | Tue 2026-03-03 00:00:00+00:00"]]);
         check_fires(
             json!({"week": 10, "day_of_week": "sun", "hour": 12}),
             2,
@@ -1032,19 +849,14 @@ mod tests {
         // Never satisfiable: croner runs out of years (5000) and the answer is "none".
         check_fires(json!({"month": 2, "day": 31}), 1, expect![["none"]]);
         // Never satisfiable: the second Monday is never a Friday.
-        check_fires(
-            json!({"day": "2nd mon", "day_of_week": "fri"}),
-            1,
-            expect![["none"]],
-        );
+        check_fires(json!({"day": "2nd mon", "day_of_week": "fri"}), 1, expect![["none"]]);
     }
 
     #[test]
     fn post_filter_gives_up_after_the_step_limit() {
         // June is never in ISO week 1: every June day is rejected, a week at a time, until the
         // limit (about 200 years of Junes), then "no next fire" instead of a hang.
-        let TimerSpec::St2Cron(c) = st2(json!({"month": 6, "week": 1, "hour": "*"})).unwrap()
-        else {
+        let TimerSpec::St2Cron(c) = st2(json!({"month": 6, "week": 1, "hour": "*"})).unwrap() else {
             panic!("not a cron timer")
         };
         let start = std::time::Instant::now();
@@ -1052,9 +864,7 @@ mod tests {
         assert!(start.elapsed() < std::time::Duration::from_secs(2));
         // The same search with one step fewer than a satisfiable spec needs also ends in None,
         // which shows the bound, not the calendar, ended it.
-        let TimerSpec::St2Cron(w53) = st2(json!({"week": 53})).unwrap() else {
-            panic!("not a cron timer")
-        };
+        let TimerSpec::St2Cron(w53) = st2(json!({"week": 53})).unwrap() else { panic!("not a cron timer") };
         let after = ts("2027-01-04T00:00:00Z");
         assert!(w53.next_after_bounded(after, MAX_FILTER_STEPS).is_some());
         assert_eq!(w53.next_after_bounded(after, 10), None);
@@ -1073,8 +883,11 @@ mod tests {
             Ok(spec) => fires(&spec, "2026-01-01T00:00:00Z", n),
             Err(e) => format!("error: {e}"),
         };
-        expect![["Thu 2026-01-01 01:00:00+00:00 | Thu 2026-01-01 02:00:00+00:00"]]
-            .assert_eq(&show("0 0 * * * *", None, 2));
+        expect![["Thu 2026-01-01 01:00:00+00:00 | Thu 2026-01-01 02:00:00+00:00"]].assert_eq(&show(
+            "0 0 * * * *",
+            None,
+            2,
+        ));
         // 1 = Monday (croner/POSIX numbering), weekday mornings in New York.
         expect![["Thu 2026-01-01 08:30:00-05:00 | Fri 2026-01-02 08:30:00-05:00 | Mon 2026-01-05 08:30:00-05:00"]]
             .assert_eq(&show("0 30 8 * * 1-5", Some("America/New_York"), 3));
@@ -1085,17 +898,12 @@ mod tests {
         // 5 fields (no seconds) are refused, like Attune's scheduler.
         expect![["error: expression: Invalid pattern: Pattern must have 6 or 7 fields when seconds are required and years are optional."]]
             .assert_eq(&show("0 * * * *", None, 1));
-        expect![["error: expression: CronPattern cannot be an empty string."]]
-            .assert_eq(&show("", None, 1));
+        expect![["error: expression: CronPattern cannot be an empty string."]].assert_eq(&show("", None, 1));
         expect![["error: expression: Component error: Number out of bounds."]].assert_eq(&show(
             "0 0 25 * * *",
             None,
             1,
         ));
-        expect![["error: expression: longer than 256 bytes"]].assert_eq(&show(
-            &"0 ".repeat(200),
-            None,
-            1,
-        ));
+        expect![["error: expression: longer than 256 bytes"]].assert_eq(&show(&"0 ".repeat(200), None, 1));
     }
 }

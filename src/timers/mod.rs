@@ -17,7 +17,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use cron::{CronTimer, MAX_FIELD_LEN, MAX_FILTER_STEPS, MAX_YEAR};
 pub use queue::{Fired, TimerQueue};
 pub use spec::{
-    ATTUNE_CRON_TIMER, ATTUNE_DATETIME_TIMER, ATTUNE_INTERVAL_TIMER, ATTUNE_RRULE_TIMER, DateTimer,
-    IntervalTimer, IntervalUnit, MAX_INTERVAL_SECONDS, MAX_TZ_NAME_LEN, ST2_CRON_TIMER,
-    ST2_DATE_TIMER, ST2_INTERVAL_TIMER, TimerError, TimerSpec, Zone, is_timer_trigger,
+    ATTUNE_CRON_TIMER, ATTUNE_DATETIME_TIMER, ATTUNE_INTERVAL_TIMER, ATTUNE_RRULE_TIMER, DateTimer, IntervalTimer,
+    IntervalUnit, MAX_INTERVAL_SECONDS, MAX_TZ_NAME_LEN, ST2_CRON_TIMER, ST2_DATE_TIMER, ST2_INTERVAL_TIMER,
+    TimerError, TimerSpec, Zone, is_timer_trigger,
 };

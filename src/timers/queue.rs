@@ -48,10 +48,7 @@ pub struct TimerQueue<K: Clone + Ord> {
 
 impl<K: Clone + Ord> Default for TimerQueue<K> {
     fn default() -> Self {
-        TimerQueue {
-            entries: BTreeMap::new(),
-            order: BTreeSet::new(),
-        }
+        TimerQueue { entries: BTreeMap::new(), order: BTreeSet::new() }
     }
 }
 
@@ -70,15 +67,7 @@ impl<K: Clone + Ord> TimerQueue<K> {
             return false;
         };
         self.order.insert((deadline, key.clone()));
-        self.entries.insert(
-            key,
-            Entry {
-                spec,
-                created,
-                deadline,
-                count: 0,
-            },
-        );
+        self.entries.insert(key, Entry { spec, created, deadline, count: 0 });
         true
     }
 
@@ -128,11 +117,9 @@ impl<K: Clone + Ord> TimerQueue<K> {
 
     /// Armed timers in deadline order: (key, spec, next deadline). For listings.
     pub fn iter(&self) -> impl Iterator<Item = (&K, &TimerSpec, Timestamp)> {
-        self.order.iter().filter_map(|(deadline, key)| {
-            self.entries
-                .get_key_value(key)
-                .map(|(k, e)| (k, &e.spec, *deadline))
-        })
+        self.order
+            .iter()
+            .filter_map(|(deadline, key)| self.entries.get_key_value(key).map(|(k, e)| (k, &e.spec, *deadline)))
     }
 
     /// Fires every timer whose deadline is ≤ `now`, in deadline order, each at most once
@@ -188,17 +175,11 @@ mod tests {
     }
 
     fn every(seconds: u64) -> TimerSpec {
-        spec(
-            "core.st2.IntervalTimer",
-            json!({"unit": "seconds", "delta": seconds}),
-        )
+        spec("core.st2.IntervalTimer", json!({"unit": "seconds", "delta": seconds}))
     }
 
     fn keys(fired: &[Fired<&'static str>]) -> Vec<(&'static str, String, u64)> {
-        fired
-            .iter()
-            .map(|f| (f.key, f.scheduled_at.to_string(), f.count))
-            .collect()
+        fired.iter().map(|f| (f.key, f.scheduled_at.to_string(), f.count)).collect()
     }
 
     #[test]
@@ -210,10 +191,7 @@ mod tests {
         assert_eq!(q.len(), 2);
         assert_eq!(q.next_deadline(), Some(ts("2026-01-01T00:00:03Z")));
 
-        assert!(
-            q.pop_due(clock.advance(SignedDuration::from_secs(2)))
-                .is_empty()
-        );
+        assert!(q.pop_due(clock.advance(SignedDuration::from_secs(2))).is_empty());
         let mut log = Vec::new();
         for _ in 0..10 {
             clock.advance(SignedDuration::from_secs(1));
@@ -295,12 +273,7 @@ mod tests {
         let clock = ManualClock::new(ts("2026-01-01T00:00:00Z"));
         let mut q = TimerQueue::new();
         q.insert("sec", every(1), clock.now(), clock.now());
-        q.insert(
-            "cron",
-            spec("core.st2.CronTimer", json!({"minute": "*/15"})),
-            clock.now(),
-            clock.now(),
-        );
+        q.insert("cron", spec("core.st2.CronTimer", json!({"minute": "*/15"})), clock.now(), clock.now());
         // Suspended for a week: one fire each, not 604,800 and 672.
         let now = clock.advance(SignedDuration::from_hours(24 * 7));
         let f = q.pop_due(now);
@@ -330,35 +303,17 @@ mod tests {
         let clock = ManualClock::new(ts("2026-01-01T00:00:00Z"));
         let mut q = TimerQueue::new();
         let date = |d: &str| spec("core.st2.DateTimer", json!({ "date": d }));
-        assert!(!q.insert(
-            "past",
-            date("2025-12-31T23:59:59Z"),
-            clock.now(),
-            clock.now()
-        ));
+        assert!(!q.insert("past", date("2025-12-31T23:59:59Z"), clock.now(), clock.now()));
         assert!(!q.contains(&"past"));
-        assert!(q.insert(
-            "soon",
-            date("2026-01-01T00:00:10Z"),
-            clock.now(),
-            clock.now()
-        ));
+        assert!(q.insert("soon", date("2026-01-01T00:00:10Z"), clock.now(), clock.now()));
         let f = q.pop_due(clock.advance(SignedDuration::from_secs(10)));
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].spec.trigger_ref(), "core.st2.DateTimer");
         assert!(q.is_empty());
         assert_eq!(q.next_deadline(), None);
         // Re-applying the same rule after it fired does not fire it again.
-        assert!(!q.upsert(
-            "soon",
-            date("2026-01-01T00:00:10Z"),
-            clock.now(),
-            clock.now()
-        ));
-        assert!(
-            q.pop_due(clock.advance(SignedDuration::from_hours(1)))
-                .is_empty()
-        );
+        assert!(!q.upsert("soon", date("2026-01-01T00:00:10Z"), clock.now(), clock.now()));
+        assert!(q.pop_due(clock.advance(SignedDuration::from_hours(1))).is_empty());
     }
 
     #[test]
@@ -368,13 +323,7 @@ mod tests {
         q.insert("a", every(5), now, now);
         q.insert("b", every(2), now, now);
         let listed: Vec<_> = q.iter().map(|(k, _, d)| (*k, d.to_string())).collect();
-        assert_eq!(
-            listed,
-            vec![
-                ("b", "2026-01-01T00:00:02Z".to_string()),
-                ("a", "2026-01-01T00:00:05Z".to_string())
-            ]
-        );
+        assert_eq!(listed, vec![("b", "2026-01-01T00:00:02Z".to_string()), ("a", "2026-01-01T00:00:05Z".to_string())]);
         assert!(q.remove(&"b").is_some());
         assert!(q.remove(&"b").is_none());
         assert_eq!(q.next_deadline(), Some(ts("2026-01-01T00:00:05Z")));

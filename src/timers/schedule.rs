@@ -45,13 +45,7 @@ impl TimerSpec {
     ///   one-shot: `{type: "one_shot", fire_at, fired_at, timezone, delay_ms, sensor_ref}`.
     ///   Times are RFC 3339 in UTC as chrono's `to_rfc3339` prints them
     ///   (`2026-01-01T00:00:00.250+00:00`).
-    pub fn payload(
-        &self,
-        fired_at: Timestamp,
-        scheduled_at: Timestamp,
-        count: u64,
-        rule_or_sensor_ref: &str,
-    ) -> Value {
+    pub fn payload(&self, fired_at: Timestamp, scheduled_at: Timestamp, count: u64, rule_or_sensor_ref: &str) -> Value {
         match self {
             TimerSpec::St2Interval(_) | TimerSpec::St2Date(_) | TimerSpec::St2Cron(_) => json!({
                 "executed_at": python_utc(fired_at),
@@ -109,11 +103,7 @@ fn next_interval(period_seconds: u64, after: Timestamp, created: Timestamp) -> O
 fn python_utc(t: Timestamp) -> String {
     let dt = Offset::UTC.to_datetime(t);
     let micros = dt.subsec_nanosecond() / 1_000;
-    let fraction = if micros == 0 {
-        String::new()
-    } else {
-        format!(".{micros:06}")
-    };
+    let fraction = if micros == 0 { String::new() } else { format!(".{micros:06}") };
     format!(
         "{:04}-{:02}-{:02} {:02}:{:02}:{:02}{fraction}+00:00",
         dt.year(),
@@ -170,36 +160,21 @@ mod tests {
     fn interval_first_fire_is_one_interval_after_creation() {
         let clock = ManualClock::new(ts("2026-01-01T00:00:00.5Z"));
         let created = clock.now();
-        let s = spec(
-            "core.st2.IntervalTimer",
-            json!({"unit": "minutes", "delta": 5}),
-        );
+        let s = spec("core.st2.IntervalTimer", json!({"unit": "minutes", "delta": 5}));
         let first = s.next_after(created, created).unwrap();
         assert_eq!(first.to_string(), "2026-01-01T00:05:00.5Z");
         // Asked a little before the first fire: still the first fire.
         clock.set(first - SignedDuration::from_millis(1));
         assert_eq!(s.next_after(clock.now(), created), Some(first));
         // Asked exactly at a fire: the one after (strictly later).
-        assert_eq!(
-            s.next_after(first, created).unwrap().to_string(),
-            "2026-01-01T00:10:00.5Z"
-        );
+        assert_eq!(s.next_after(first, created).unwrap().to_string(), "2026-01-01T00:10:00.5Z");
         // A long pause: the next point on the original grid, no drift.
         clock.advance(SignedDuration::from_hours(24 * 365));
-        assert_eq!(
-            s.next_after(clock.now(), created).unwrap().to_string(),
-            "2027-01-01T00:05:00.5Z"
-        );
+        assert_eq!(s.next_after(clock.now(), created).unwrap().to_string(), "2027-01-01T00:05:00.5Z");
         // Days are 86,400 s across DST, like APScheduler's timedelta arithmetic.
-        let d = spec(
-            "core.st2.IntervalTimer",
-            json!({"unit": "days", "delta": 1, "timezone": "Europe/Berlin"}),
-        );
+        let d = spec("core.st2.IntervalTimer", json!({"unit": "days", "delta": 1, "timezone": "Europe/Berlin"}));
         let c = ts("2026-03-28T12:00:00Z");
-        assert_eq!(
-            d.next_after(c, c).unwrap().to_string(),
-            "2026-03-29T12:00:00Z"
-        );
+        assert_eq!(d.next_after(c, c).unwrap().to_string(), "2026-03-29T12:00:00Z");
     }
 
     #[test]
@@ -212,15 +187,9 @@ mod tests {
 
     #[test]
     fn date_timer_fires_once_and_never_in_the_past() {
-        let s = spec(
-            "core.st2.DateTimer",
-            json!({"date": "2026-06-01T12:00:00Z"}),
-        );
+        let s = spec("core.st2.DateTimer", json!({"date": "2026-06-01T12:00:00Z"}));
         let created = ts("2026-05-01T00:00:00Z");
-        assert_eq!(
-            s.next_after(created, created),
-            Some(ts("2026-06-01T12:00:00Z"))
-        );
+        assert_eq!(s.next_after(created, created), Some(ts("2026-06-01T12:00:00Z")));
         assert_eq!(s.next_after(ts("2026-06-01T12:00:00Z"), created), None);
         // Registered after the date: never.
         let later = ts("2026-07-01T00:00:00Z");
@@ -256,12 +225,8 @@ mod tests {
     fn daily_0230_across_2026_dst_changes() {
         let daily = |tz: &str| json!({"hour": 2, "minute": 30, "timezone": tz});
         // Berlin spring forward, 29 Mar: 02:30 does not exist and runs at 03:00 CEST.
-        let f = fires_between(
-            "core.st2.CronTimer",
-            daily("Europe/Berlin"),
-            "2026-03-27T12:00:00Z",
-            "2026-03-31T12:00:00Z",
-        );
+        let f =
+            fires_between("core.st2.CronTimer", daily("Europe/Berlin"), "2026-03-27T12:00:00Z", "2026-03-31T12:00:00Z");
         assert_once_per_day(&f, 4);
         expect![[r#"
             [
@@ -273,12 +238,8 @@ mod tests {
         "#]]
         .assert_debug_eq(&f);
         // Berlin fall back, 25 Oct: 02:30 happens twice and runs once, on the first.
-        let f = fires_between(
-            "core.st2.CronTimer",
-            daily("Europe/Berlin"),
-            "2026-10-23T12:00:00Z",
-            "2026-10-27T12:00:00Z",
-        );
+        let f =
+            fires_between("core.st2.CronTimer", daily("Europe/Berlin"), "2026-10-23T12:00:00Z", "2026-10-27T12:00:00Z");
         assert_once_per_day(&f, 4);
         expect![[r#"
             [
@@ -336,12 +297,7 @@ mod tests {
     fn every_30_minutes_through_the_repeated_hour() {
         // Berlin 25 Oct: 02:00-02:59 happens twice; all four half-hours run, 30 real minutes apart.
         let p = json!({"minute": "*/30", "timezone": "Europe/Berlin"});
-        let f = fires_between(
-            "core.st2.CronTimer",
-            p.clone(),
-            "2026-10-24T22:45:00Z",
-            "2026-10-25T02:15:00Z",
-        );
+        let f = fires_between("core.st2.CronTimer", p.clone(), "2026-10-24T22:45:00Z", "2026-10-25T02:15:00Z");
         expect![[r#"
             [
                 "2026-10-25 01:00:00+02:00",
@@ -355,10 +311,7 @@ mod tests {
         "#]]
         .assert_debug_eq(&f);
         // Same in New York on 1 Nov (repeated hour 01:00-01:59), checked as real-time spacing.
-        let s = spec(
-            "core.st2.CronTimer",
-            json!({"minute": "*/30", "timezone": "America/New_York"}),
-        );
+        let s = spec("core.st2.CronTimer", json!({"minute": "*/30", "timezone": "America/New_York"}));
         let mut after = ts("2026-11-01T04:00:00Z");
         for _ in 0..8 {
             let next = s.next_after(after, after).unwrap();
@@ -385,10 +338,7 @@ mod tests {
 
     #[test]
     fn st2_payload_matches_python_str_of_utc_datetime() {
-        let s = spec(
-            "core.st2.IntervalTimer",
-            json!({"unit": "seconds", "delta": 1}),
-        );
+        let s = spec("core.st2.IntervalTimer", json!({"unit": "seconds", "delta": 1}));
         let fired = ts("2026-11-23T04:39:01.123456789Z");
         expect![[r#"{"executed_at":"2026-11-23 04:39:01.123456+00:00","schedule":null}"#]]
             .assert_eq(&s.payload(fired, fired, 1, "pack.rule").to_string());
@@ -400,22 +350,13 @@ mod tests {
     #[test]
     fn attune_payloads() {
         let fired = ts("2026-01-01T00:00:05.250Z");
-        let i = spec(
-            "core.intervaltimer",
-            json!({"unit": "seconds", "interval": 5}),
-        );
+        let i = spec("core.intervaltimer", json!({"unit": "seconds", "interval": 5}));
         expect![[r#"{"type":"interval","interval_seconds":5,"fired_at":"2026-01-01T00:00:05.250+00:00","execution_count":3,"sensor_ref":"core.timer_sensor"}"#]]
             .assert_eq(&i.payload(fired, ts("2026-01-01T00:00:05Z"), 3, "core.timer_sensor").to_string());
-        let c = spec(
-            "core.crontimer",
-            json!({"expression": "*/5 * * * * *", "timezone": "Europe/Berlin"}),
-        );
+        let c = spec("core.crontimer", json!({"expression": "*/5 * * * * *", "timezone": "Europe/Berlin"}));
         expect![[r#"{"type":"cron","fired_at":"2026-01-01T00:00:05.250+00:00","scheduled_at":"2026-01-01T00:00:05+00:00","expression":"*/5 * * * * *","timezone":"Europe/Berlin","next_fire_at":"2026-01-01T00:00:10+00:00","execution_count":1,"sensor_ref":"core.timer_sensor"}"#]]
             .assert_eq(&c.payload(fired, ts("2026-01-01T00:00:05Z"), 1, "core.timer_sensor").to_string());
-        let d = spec(
-            "core.datetimetimer",
-            json!({"fire_at": "2026-01-01T00:00:05Z"}),
-        );
+        let d = spec("core.datetimetimer", json!({"fire_at": "2026-01-01T00:00:05Z"}));
         expect![[r#"{"type":"one_shot","fire_at":"2026-01-01T00:00:05+00:00","fired_at":"2026-01-01T00:00:05.250+00:00","timezone":"UTC","delay_ms":250,"sensor_ref":"core.timer_sensor"}"#]]
             .assert_eq(&d.payload(fired, ts("2026-01-01T00:00:05Z"), 1, "core.timer_sensor").to_string());
         // A cron timer whose year range is over reports no next fire as null.

@@ -44,10 +44,7 @@ pub enum TimerError {
     #[error("{trigger_ref:?} is not a timer trigger")]
     NotATimer { trigger_ref: String },
     #[error("{trigger_ref}: {reason}")]
-    Unsupported {
-        trigger_ref: String,
-        reason: &'static str,
-    },
+    Unsupported { trigger_ref: String, reason: &'static str },
     #[error("parameters must be an object, not {found}")]
     NotAnObject { found: &'static str },
     #[error("{field}: {reason}")]
@@ -56,10 +53,7 @@ pub enum TimerError {
 
 impl TimerError {
     pub(super) fn field(field: impl Into<String>, reason: impl Into<String>) -> TimerError {
-        TimerError::Field {
-            field: field.into(),
-            reason: reason.into(),
-        }
+        TimerError::Field { field: field.into(), reason: reason.into() }
     }
 
     /// The parameter at fault, when one is.
@@ -80,37 +74,23 @@ pub struct Zone {
 
 impl Zone {
     pub fn utc() -> Zone {
-        Zone {
-            name: "UTC".to_string(),
-            tz: TimeZone::UTC,
-        }
+        Zone { name: "UTC".to_string(), tz: TimeZone::UTC }
     }
 
     /// Looks `name` up in the system tz database. `field` names the parameter for errors.
     pub fn lookup(field: &str, name: &str) -> Result<Zone, TimerError> {
         if name.len() > MAX_TZ_NAME_LEN {
-            return Err(TimerError::field(
-                field,
-                format!("longer than {MAX_TZ_NAME_LEN} bytes"),
-            ));
+            return Err(TimerError::field(field, format!("longer than {MAX_TZ_NAME_LEN} bytes")));
         }
         let tz = match TimeZone::get(name) {
             Ok(tz) => tz,
             // UTC needs no database; keeps explicit "UTC" working on images without tzdata.
-            Err(_) if name.eq_ignore_ascii_case("utc") || name.eq_ignore_ascii_case("etc/utc") => {
-                TimeZone::UTC
-            }
+            Err(_) if name.eq_ignore_ascii_case("utc") || name.eq_ignore_ascii_case("etc/utc") => TimeZone::UTC,
             Err(_) => {
-                return Err(TimerError::field(
-                    field,
-                    format!("unknown time zone {name:?}"),
-                ));
+                return Err(TimerError::field(field, format!("unknown time zone {name:?}")));
             }
         };
-        Ok(Zone {
-            name: name.to_string(),
-            tz,
-        })
+        Ok(Zone { name: name.to_string(), tz })
     }
 
     pub fn name(&self) -> &str {
@@ -219,9 +199,7 @@ impl TimerSpec {
             Value::Object(map) => map,
             Value::Null => &empty,
             other => {
-                return Err(TimerError::NotAnObject {
-                    found: json_type(other),
-                });
+                return Err(TimerError::NotAnObject { found: json_type(other) });
             }
         };
         match trigger_ref {
@@ -239,9 +217,7 @@ impl TimerSpec {
                     }
                 };
                 let count = positive_int(params, "delta")?;
-                Ok(TimerSpec::St2Interval(interval(
-                    unit, count, "delta", zone,
-                )?))
+                Ok(TimerSpec::St2Interval(interval(unit, count, "delta", zone)?))
             }
             ST2_DATE_TIMER => {
                 only_keys(params, &["timezone", "date"])?;
@@ -267,18 +243,13 @@ impl TimerSpec {
                         Value::String(s) => s.clone(),
                         Value::Number(n) if n.is_i64() || n.is_u64() => n.to_string(),
                         _ => {
-                            return Err(TimerError::field(
-                                key.as_str(),
-                                "must be a string or an integer",
-                            ));
+                            return Err(TimerError::field(key.as_str(), "must be a string or an integer"));
                         }
                     };
                     fields.push((field, text));
                 }
                 let zone = zone_param(params)?;
-                Ok(TimerSpec::St2Cron(CronTimer::from_apscheduler(
-                    &fields, zone,
-                )?))
+                Ok(TimerSpec::St2Cron(CronTimer::from_apscheduler(&fields, zone)?))
             }
             ATTUNE_INTERVAL_TIMER => {
                 let zone = zone_param(params)?;
@@ -293,31 +264,23 @@ impl TimerSpec {
                     }
                 };
                 let count = positive_int(params, "interval")?;
-                Ok(TimerSpec::AttuneInterval(interval(
-                    unit, count, "interval", zone,
-                )?))
+                Ok(TimerSpec::AttuneInterval(interval(unit, count, "interval", zone)?))
             }
             ATTUNE_CRON_TIMER => {
                 let zone = zone_param(params)?;
                 let expression = required_str(params, "expression")?;
-                Ok(TimerSpec::AttuneCron(CronTimer::from_attune(
-                    expression, zone,
-                )?))
+                Ok(TimerSpec::AttuneCron(CronTimer::from_attune(expression, zone)?))
             }
             ATTUNE_DATETIME_TIMER => {
                 let zone = zone_param(params)?;
                 let text = required_str(params, "fire_at")?;
-                Ok(TimerSpec::AttuneDateTime(date_timer(
-                    "fire_at", text, zone,
-                )?))
+                Ok(TimerSpec::AttuneDateTime(date_timer("fire_at", text, zone)?))
             }
             ATTUNE_RRULE_TIMER => Err(TimerError::Unsupported {
                 trigger_ref: trigger_ref.to_string(),
                 reason: "RRULE timers are not supported; use core.crontimer",
             }),
-            other => Err(TimerError::NotATimer {
-                trigger_ref: other.to_string(),
-            }),
+            other => Err(TimerError::NotATimer { trigger_ref: other.to_string() }),
         }
     }
 
@@ -365,25 +328,18 @@ fn json_type(v: &Value) -> &'static str {
 
 fn only_keys(params: &Map<String, Value>, allowed: &[&str]) -> Result<(), TimerError> {
     match params.keys().find(|k| !allowed.contains(&k.as_str())) {
-        Some(key) => Err(TimerError::field(
-            key.as_str(),
-            format!("unknown parameter (allowed: {})", allowed.join(", ")),
-        )),
+        Some(key) => {
+            Err(TimerError::field(key.as_str(), format!("unknown parameter (allowed: {})", allowed.join(", "))))
+        }
         None => Ok(()),
     }
 }
 
-fn optional_str<'a>(
-    params: &'a Map<String, Value>,
-    key: &str,
-) -> Result<Option<&'a str>, TimerError> {
+fn optional_str<'a>(params: &'a Map<String, Value>, key: &str) -> Result<Option<&'a str>, TimerError> {
     match params.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
-        Some(other) => Err(TimerError::field(
-            key,
-            format!("must be a string, not {}", json_type(other)),
-        )),
+        Some(other) => Err(TimerError::field(key, format!("must be a string, not {}", json_type(other)))),
     }
 }
 
@@ -398,41 +354,24 @@ fn positive_int(params: &Map<String, Value>, key: &str) -> Result<u64, TimerErro
     };
     match value.as_i64() {
         Some(n) if n > 0 => Ok(n.unsigned_abs()),
-        Some(n) => Err(TimerError::field(
-            key,
-            format!("must be greater than 0, not {n}"),
-        )),
+        Some(n) => Err(TimerError::field(key, format!("must be greater than 0, not {n}"))),
         None => match value.as_u64() {
             Some(n) => Ok(n),
-            None => Err(TimerError::field(
-                key,
-                format!("must be an integer, not {}", json_type(value)),
-            )),
+            None => Err(TimerError::field(key, format!("must be an integer, not {}", json_type(value)))),
         },
     }
 }
 
 fn unknown_unit(unit: &str, allowed: &str) -> TimerError {
-    TimerError::field(
-        "unit",
-        format!("unknown unit {unit:?} (expected one of {allowed})"),
-    )
+    TimerError::field("unit", format!("unknown unit {unit:?} (expected one of {allowed})"))
 }
 
-fn interval(
-    unit: IntervalUnit,
-    count: u64,
-    count_key: &str,
-    zone: Zone,
-) -> Result<IntervalTimer, TimerError> {
+fn interval(unit: IntervalUnit, count: u64, count_key: &str, zone: Zone) -> Result<IntervalTimer, TimerError> {
     let timer = IntervalTimer { unit, count, zone };
     if count > MAX_INTERVAL_SECONDS / unit.seconds() {
         return Err(TimerError::field(
             count_key,
-            format!(
-                "{count} {} is longer than the maximum of {MAX_INTERVAL_SECONDS} seconds",
-                unit.name()
-            ),
+            format!("{count} {} is longer than the maximum of {MAX_INTERVAL_SECONDS} seconds", unit.name()),
         ));
     }
     Ok(timer)
@@ -447,11 +386,7 @@ fn zone_param(params: &Map<String, Value>) -> Result<Zone, TimerError> {
 
 fn date_timer(field: &str, text: &str, zone: Zone) -> Result<DateTimer, TimerError> {
     let at = parse_instant(text, zone.tz()).map_err(|reason| TimerError::field(field, reason))?;
-    Ok(DateTimer {
-        at,
-        zone,
-        text: text.to_string(),
-    })
+    Ok(DateTimer { at, zone, text: text.to_string() })
 }
 
 /// ISO 8601 / RFC 3339 date-time (`T` or a space between date and time, optional fraction),
@@ -459,26 +394,16 @@ fn date_timer(field: &str, text: &str, zone: Zone) -> Result<DateTimer, TimerErr
 /// wall-clock time in `tz` (a time in a DST gap moves forward, an ambiguous one takes the
 /// earlier instant). dateutil's free-form formats ("Jan 1 2026") are not accepted.
 fn parse_instant(text: &str, tz: &TimeZone) -> Result<Timestamp, String> {
-    let bad = |detail: &dyn std::fmt::Display| {
-        format!("{text:?} is not an ISO 8601 date-time ({detail})")
-    };
+    let bad = |detail: &dyn std::fmt::Display| format!("{text:?} is not an ISO 8601 date-time ({detail})");
     if text.len() > MAX_FIELD_LEN {
         return Err(format!("longer than {MAX_FIELD_LEN} bytes"));
     }
     let pieces = Pieces::parse(text.trim()).map_err(|e| bad(&e))?;
     let civil = pieces.date().to_datetime(pieces.time().unwrap_or_default());
     match pieces.offset() {
-        Some(PiecesOffset::Zulu) => civil
-            .to_zoned(TimeZone::UTC)
-            .map(|z| z.timestamp())
-            .map_err(|e| bad(&e)),
-        Some(PiecesOffset::Numeric(offset)) => {
-            offset.offset().to_timestamp(civil).map_err(|e| bad(&e))
-        }
-        _ => civil
-            .to_zoned(tz.clone())
-            .map(|z| z.timestamp())
-            .map_err(|e| bad(&e)),
+        Some(PiecesOffset::Zulu) => civil.to_zoned(TimeZone::UTC).map(|z| z.timestamp()).map_err(|e| bad(&e)),
+        Some(PiecesOffset::Numeric(offset)) => offset.offset().to_timestamp(civil).map_err(|e| bad(&e)),
+        _ => civil.to_zoned(tz.clone()).map(|z| z.timestamp()).map_err(|e| bad(&e)),
     }
 }
 
@@ -496,12 +421,7 @@ mod tests {
             Ok(TimerSpec::AttuneInterval(i)) => format!("attune interval {}s", i.period_seconds()),
             Ok(TimerSpec::St2Date(d)) => format!("st2 date {} ({})", d.at, d.zone.name()),
             Ok(TimerSpec::AttuneDateTime(d)) => format!("attune date {} ({})", d.at, d.zone.name()),
-            Ok(spec) => format!(
-                "{} {:?} {}",
-                spec.trigger_ref(),
-                spec.cron_pattern(),
-                spec.zone().name()
-            ),
+            Ok(spec) => format!("{} {:?} {}", spec.trigger_ref(), spec.cron_pattern(), spec.zone().name()),
             Err(e) => format!("error: {e}"),
         };
         expect.assert_eq(&got);
@@ -509,21 +429,13 @@ mod tests {
 
     #[test]
     fn parses_valid_parameters() {
-        check(
-            ST2_INTERVAL_TIMER,
-            json!({"unit": "seconds", "delta": 30}),
-            expect![["st2 interval 30s UTC"]],
-        );
+        check(ST2_INTERVAL_TIMER, json!({"unit": "seconds", "delta": 30}), expect![["st2 interval 30s UTC"]]);
         check(
             ST2_INTERVAL_TIMER,
             json!({"unit": "weeks", "delta": 2, "timezone": "Asia/Shanghai"}),
             expect![["st2 interval 1209600s Asia/Shanghai"]],
         );
-        check(
-            ATTUNE_INTERVAL_TIMER,
-            json!({"interval": 5}),
-            expect![["attune interval 5s"]],
-        );
+        check(ATTUNE_INTERVAL_TIMER, json!({"interval": 5}), expect![["attune interval 5s"]]);
         check(
             ATTUNE_INTERVAL_TIMER,
             json!({"unit": "days", "interval": 1, "description": "daily"}),
@@ -544,11 +456,7 @@ mod tests {
             json!({"date": "2026-05-01 12:00:00.5+02:00"}),
             expect![["st2 date 2026-05-01T10:00:00.5Z (UTC)"]],
         );
-        check(
-            ST2_DATE_TIMER,
-            json!({"date": "2026-05-01"}),
-            expect![["st2 date 2026-05-01T00:00:00Z (UTC)"]],
-        );
+        check(ST2_DATE_TIMER, json!({"date": "2026-05-01"}), expect![["st2 date 2026-05-01T00:00:00Z (UTC)"]]);
         check(
             ATTUNE_DATETIME_TIMER,
             json!({"fire_at": "2024-06-15T15:00:00-05:00", "timezone": "America/New_York"}),
@@ -569,11 +477,7 @@ mod tests {
             json!({"hour": 5, "timezone": null}),
             expect![[r#"core.st2.CronTimer Some("0 0 5 * * * *") UTC"#]],
         );
-        check(
-            ST2_CRON_TIMER,
-            Value::Null,
-            expect![[r#"core.st2.CronTimer Some("* * * * * * *") UTC"#]],
-        );
+        check(ST2_CRON_TIMER, Value::Null, expect![[r#"core.st2.CronTimer Some("* * * * * * *") UTC"#]]);
     }
 
     #[test]
@@ -605,16 +509,8 @@ mod tests {
             json!({"unit": "seconds", "delta": 1.5}),
             expect![["error: delta: must be an integer, not a number"]],
         );
-        check(
-            ST2_INTERVAL_TIMER,
-            json!({"unit": "seconds"}),
-            expect![["error: delta: required"]],
-        );
-        check(
-            ST2_INTERVAL_TIMER,
-            json!({"delta": 5}),
-            expect![["error: unit: required"]],
-        );
+        check(ST2_INTERVAL_TIMER, json!({"unit": "seconds"}), expect![["error: delta: required"]]);
+        check(ST2_INTERVAL_TIMER, json!({"delta": 5}), expect![["error: unit: required"]]);
         check(
             ST2_INTERVAL_TIMER,
             json!({"unit": "seconds", "delta": 5, "start": 1}),
@@ -657,20 +553,10 @@ mod tests {
         check(
             ATTUNE_INTERVAL_TIMER,
             json!({"unit": "weeks", "interval": 1}),
-            expect![[
-                r#"error: unit: unknown unit "weeks" (expected one of seconds, minutes, hours, days)"#
-            ]],
+            expect![[r#"error: unit: unknown unit "weeks" (expected one of seconds, minutes, hours, days)"#]],
         );
-        check(
-            ATTUNE_INTERVAL_TIMER,
-            json!({"unit": "seconds"}),
-            expect![["error: interval: required"]],
-        );
-        check(
-            ATTUNE_CRON_TIMER,
-            json!({"timezone": "UTC"}),
-            expect![["error: expression: required"]],
-        );
+        check(ATTUNE_INTERVAL_TIMER, json!({"unit": "seconds"}), expect![["error: interval: required"]]);
+        check(ATTUNE_CRON_TIMER, json!({"timezone": "UTC"}), expect![["error: expression: required"]]);
         check(
             ATTUNE_DATETIME_TIMER,
             json!({"fire_at": 1735689599}),
@@ -681,16 +567,8 @@ mod tests {
             json!({}),
             expect![["error: core.rruletimer: RRULE timers are not supported; use core.crontimer"]],
         );
-        check(
-            "core.st2.webhook",
-            json!({}),
-            expect![[r#"error: "core.st2.webhook" is not a timer trigger"#]],
-        );
-        check(
-            ST2_CRON_TIMER,
-            json!([1, 2]),
-            expect![["error: parameters must be an object, not an array"]],
-        );
+        check("core.st2.webhook", json!({}), expect![[r#"error: "core.st2.webhook" is not a timer trigger"#]]);
+        check(ST2_CRON_TIMER, json!([1, 2]), expect![["error: parameters must be an object, not an array"]]);
     }
 
     #[test]
@@ -709,9 +587,7 @@ mod tests {
         check(
             ST2_INTERVAL_TIMER,
             json!({"unit": "weeks", "delta": u64::MAX}),
-            expect![[
-                "error: delta: 18446744073709551615 weeks is longer than the maximum of 3162240000 seconds"
-            ]],
+            expect![["error: delta: 18446744073709551615 weeks is longer than the maximum of 3162240000 seconds"]],
         );
     }
 
@@ -726,11 +602,7 @@ mod tests {
     #[test]
     fn date_text_longer_than_limit_is_refused() {
         let long = format!("2026-01-01T00:00:00{}", "0".repeat(MAX_FIELD_LEN));
-        check(
-            ST2_DATE_TIMER,
-            json!({ "date": long }),
-            expect![["error: date: longer than 256 bytes"]],
-        );
+        check(ST2_DATE_TIMER, json!({ "date": long }), expect![["error: date: longer than 256 bytes"]]);
     }
 
     #[test]
@@ -740,19 +612,10 @@ mod tests {
         let a = TimerSpec::parse(ST2_CRON_TIMER, &p).unwrap();
         let b = TimerSpec::parse(ST2_CRON_TIMER, &p).unwrap();
         assert_eq!(a, b);
-        let c = TimerSpec::parse(
-            ST2_CRON_TIMER,
-            &json!({"hour": 2, "minute": 30, "timezone": "Europe/Paris"}),
-        )
-        .unwrap();
+        let c =
+            TimerSpec::parse(ST2_CRON_TIMER, &json!({"hour": 2, "minute": 30, "timezone": "Europe/Paris"})).unwrap();
         assert_ne!(a, c);
-        let i = |tz: &str| {
-            TimerSpec::parse(
-                ATTUNE_INTERVAL_TIMER,
-                &json!({"interval": 5, "timezone": tz}),
-            )
-            .unwrap()
-        };
+        let i = |tz: &str| TimerSpec::parse(ATTUNE_INTERVAL_TIMER, &json!({"interval": 5, "timezone": tz})).unwrap();
         assert_eq!(i("America/New_York"), i("America/New_York"));
     }
 

@@ -10,9 +10,7 @@ use std::process::{Command, Output};
 pub fn packd() -> Command {
     let bin = env!("CARGO_BIN_EXE_packd");
     let runner = std::env::vars()
-        .find(|(k, v)| {
-            k.starts_with("CARGO_TARGET_") && k.ends_with("_RUNNER") && !v.trim().is_empty()
-        })
+        .find(|(k, v)| k.starts_with("CARGO_TARGET_") && k.ends_with("_RUNNER") && !v.trim().is_empty())
         .map(|(_, v)| v);
     match runner {
         Some(r) => {
@@ -45,9 +43,7 @@ pub struct Dir {
 
 impl Dir {
     pub fn new() -> Dir {
-        Dir {
-            tmp: tempfile::tempdir().expect("tempdir"),
-        }
+        Dir { tmp: tempfile::tempdir().expect("tempdir") }
     }
 
     pub fn path(&self) -> &Path {
@@ -81,11 +77,7 @@ pub fn corpus() -> Option<PathBuf> {
 
 /// A free loopback port (bound then released; fine for tests).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
 /// The repository's shipped packs directory.
@@ -112,30 +104,18 @@ impl Agent {
         std::fs::create_dir_all(data).unwrap();
         let log = data.join(format!(
             "agent-{}.log",
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
         ));
         let logf = std::fs::File::create(&log).unwrap();
         let mut cmd = packd();
-        cmd.arg("--data")
-            .arg(data)
-            .arg("serve")
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"));
+        cmd.arg("--data").arg(data).arg("serve").arg("--listen").arg(format!("127.0.0.1:{port}"));
         for p in packs {
             cmd.arg("--packs").arg(p);
         }
         cmd.args(extra);
         cmd.stdout(logf.try_clone().unwrap()).stderr(logf);
         let child = cmd.spawn().expect("start agent");
-        let mut a = Agent {
-            child,
-            data: data.to_path_buf(),
-            port,
-            log,
-        };
+        let mut a = Agent { child, data: data.to_path_buf(), port, log };
         a.wait_ready();
         a
     }
@@ -150,35 +130,21 @@ impl Agent {
             if o.status.success() {
                 return;
             }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "agent not ready: {}",
-                self.log_text()
-            );
+            assert!(std::time::Instant::now() < deadline, "agent not ready: {}", self.log_text());
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
     }
 
     /// Run a CLI command against this agent.
     pub fn cli(&self, args: &[&str]) -> Output {
-        packd()
-            .arg("--data")
-            .arg(&self.data)
-            .args(args)
-            .output()
-            .expect("run cli")
+        packd().arg("--data").arg(&self.data).args(args).output().expect("run cli")
     }
 
     /// Run a CLI command that prints JSON and parse it (panics with the output otherwise).
     pub fn json(&self, args: &[&str]) -> serde_json::Value {
         let o = self.cli(args);
-        serde_json::from_str(&stdout(&o)).unwrap_or_else(|e| {
-            panic!(
-                "{args:?}: {e}\nstdout: {}\nstderr: {}",
-                stdout(&o),
-                stderr(&o)
-            )
-        })
+        serde_json::from_str(&stdout(&o))
+            .unwrap_or_else(|e| panic!("{args:?}: {e}\nstdout: {}\nstderr: {}", stdout(&o), stderr(&o)))
     }
 
     pub fn log_text(&self) -> String {
@@ -243,8 +209,7 @@ pub fn http(
 ) -> (u16, Vec<(String, String)>, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
-        .unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
     let mut req = format!(
         "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
@@ -260,11 +225,7 @@ pub fn http(
     let text = String::from_utf8_lossy(&buf).into_owned();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
+    let status = lines.next().and_then(|l| l.split_whitespace().nth(1)).and_then(|c| c.parse().ok()).unwrap_or(0);
     let headers = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
@@ -273,13 +234,7 @@ pub fn http(
 }
 
 pub fn post_json(port: u16, hook: &str, body: &str) -> (u16, Vec<(String, String)>, String) {
-    http(
-        port,
-        "POST",
-        &format!("/api/v1/webhooks/{hook}"),
-        &[("Content-Type", "application/json")],
-        body.as_bytes(),
-    )
+    http(port, "POST", &format!("/api/v1/webhooks/{hook}"), &[("Content-Type", "application/json")], body.as_bytes())
 }
 
 /// Threads of a process, from /proc.
@@ -287,9 +242,7 @@ pub fn threads(pid: u32) -> usize {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Threads:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            s.lines().find(|l| l.starts_with("Threads:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         })
         .unwrap_or(0)
 }
