@@ -61,9 +61,10 @@ if [ "$target" != x86_64-unknown-linux-gnu ]; then
   runner="$qemu -L /usr/$gcc"
   if [ ! -d "$(/usr/bin/rustc --print sysroot)/lib/rustlib/$target/lib" ]; then
     # No prebuilt std for this target: build it from rust-web-src. Debian's rustc is a stable
-    # compiler, so -Z needs RUSTC_BOOTSTRAP.
+    # compiler, so -Z needs RUSTC_BOOTSTRAP. panic_abort is listed because the release profile
+    # has panic = "abort" (cargo test adds the `test` crate by itself).
     export RUSTC_BOOTSTRAP=1
-    zflags=(-Zbuild-std)
+    zflags=(-Zbuild-std=std,panic_abort)
   fi
 fi
 jobs=()

@@ -11,6 +11,7 @@ mod http;
 mod pack;
 mod registry;
 mod runner;
+mod sensor;
 mod store;
 #[allow(dead_code)]
 mod timers;

@@ -190,3 +190,39 @@ fn sighup_and_pack_reload_force_a_rescan_without_a_watcher() {
     unsafe { libc::kill(a.pid() as i32, libc::SIGHUP) };
     assert!(fires(&a, "stage", 2, &out), "SIGHUP rescans: {}", a.log_text());
 }
+
+#[test]
+fn changing_a_sensor_script_restarts_only_that_sensor() {
+    let d = Dir::new();
+    let out = d.join("out.txt");
+    for (p, v) in [("a", "one"), ("b", "two")] {
+        d.write(&format!("packs/{p}/pack.yaml"), format!("ref: {p}\nlabel: {p}\nversion: 1.0.0\n"));
+        d.write(&format!("packs/{p}/triggers/t.yaml"), format!("ref: {p}.t\n"));
+        d.write(&format!("packs/{p}/sensors/s.yaml"), format!("ref: {p}.s\nentry_point: s.sh\ntrigger_types: [t]\n"));
+        d.write(
+            &format!("packs/{p}/sensors/s.sh"),
+            format!("#!/bin/sh\necho '{{\"trigger\": \"{p}.t\", \"payload\": {{\"v\": \"{v}\"}}}}'\nexec sleep 600\n"),
+        );
+        d.write(
+            &format!("packs/{p}/rules/r.yaml"),
+            format!("ref: {p}.r\ntrigger_ref: t\naction_ref: core.local\naction_params: {{cmd: \"echo {{{{ event.payload.v }}}} >> {}\"}}\n", out.display()),
+        );
+    }
+    let a = Agent::start(&d, &[&shipped_packs(), &d.join("packs")], &[]);
+    let pid = |r: &str| a.json(&["sensor", "get", r, "--json"])["pid"].as_i64();
+    let started = wait_for(Duration::from_secs(10), || {
+        let t = std::fs::read_to_string(&out).ok()?;
+        (t.contains("one") && t.contains("two")).then_some(())
+    });
+    assert!(started.is_some(), "{}", a.log_text());
+    let (pa, pb) = (pid("a.s"), pid("b.s"));
+    d.write(
+        "packs/a/sensors/s.sh",
+        "#!/bin/sh\necho '{\"trigger\": \"a.t\", \"payload\": {\"v\": \"three\"}}'\nexec sleep 600\n",
+    );
+    let changed =
+        wait_for(Duration::from_secs(10), || std::fs::read_to_string(&out).ok().filter(|t| t.contains("three")));
+    assert!(changed.is_some(), "changed sensor restarted: {}", a.log_text());
+    assert_ne!(pid("a.s"), pa);
+    assert_eq!(pid("b.s"), pb, "the other pack's sensor was not touched");
+}

@@ -5,8 +5,10 @@
 pub mod action;
 pub mod events;
 pub mod execution;
+pub mod key;
 pub mod pack;
 pub mod run;
+pub mod sensor;
 pub mod serve;
 
 use std::path::PathBuf;
@@ -52,6 +54,12 @@ pub enum Command {
     /// Trigger instances (events) and what they caused.
     #[command(subcommand, name = "trigger-instance")]
     TriggerInstance(events::TriggerInstanceCmd),
+    /// Supervised sensors: list, get, restart.
+    #[command(subcommand)]
+    Sensor(sensor::SensorCmd),
+    /// The datastore: set, get, list, delete.
+    #[command(subcommand)]
+    Key(key::KeyCmd),
 }
 
 /// Exit codes, as documented in the README: 0 = success, 1 = the thing checked or run failed,
@@ -71,6 +79,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Rule(cmd) => events::rule(cmd, &data),
         Command::Webhook(cmd) => events::webhook(cmd, &data),
         Command::TriggerInstance(cmd) => events::trigger_instance(cmd, &data),
+        Command::Sensor(cmd) => sensor::run(cmd, &data),
+        Command::Key(cmd) => key::run(cmd, &data),
     }
 }
 

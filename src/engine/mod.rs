@@ -14,6 +14,7 @@ pub mod ops;
 pub mod params;
 pub mod reload;
 pub mod schedule;
+pub mod sensors;
 pub mod web;
 
 use std::cell::{Cell, RefCell};
@@ -93,9 +94,16 @@ pub struct Agent {
     pub reload: smol::channel::Sender<reload::Request>,
     /// One reload at a time: each builds on the registry the previous one left.
     pub reload_lock: smol::lock::Mutex<()>,
+    sensors: crate::sensor::Supervisor,
+    /// The trigger instances each running sensor was started with.
+    pub sensor_triggers: RefCell<HashMap<String, Value>>,
 }
 
 impl Agent {
+    pub fn sensors(&self) -> &crate::sensor::Supervisor {
+        &self.sensors
+    }
+
     pub fn registry(&self) -> Arc<Registry> {
         self.registry.borrow().clone()
     }
@@ -161,9 +169,9 @@ impl Agent {
         let _ = rx.recv().await;
     }
 
-    /// Packs were added, replaced or removed (sensors of those packs restart here).
+    /// Packs were added, replaced or removed: sensors follow.
     pub async fn packs_changed(self: &Rc<Self>, changed: &[String]) {
-        crate::log_debug!("packs changed: {changed:?}");
+        self.resync_sensors(changed).await;
     }
 
     pub(crate) async fn finished(&self, id: i64) {
@@ -264,7 +272,13 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
             None
         }
     };
-    let agent = Rc::new(Agent {
+    let agent = Rc::new_cyclic(|weak: &std::rc::Weak<Agent>| Agent {
+        sensors: crate::sensor::Supervisor::new(
+            ex.clone(),
+            Rc::new(sensors::Host(weak.clone())),
+            crate::sensor::Timings::default(),
+        ),
+        sensor_triggers: RefCell::new(HashMap::new()),
         slots: smol::lock::Semaphore::new(settings.max_concurrent.max(1)),
         settings,
         store: store.clone(),
@@ -302,6 +316,7 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
     ex.spawn(events::rules_loop(agent.clone(), events_rx)).detach();
     ex.spawn(schedule::run(agent.clone(), resched_rx)).detach();
     ex.spawn(web::refresh_metrics(agent.clone())).detach();
+    ex.spawn(housekeeping(agent.clone())).detach();
     let signals =
         async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int, async_signal::Signal::Hup])
             .context("cannot install signal handlers")?;
@@ -311,6 +326,7 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
         if recovered > 0 {
             crate::log_info!("re-queued {recovered} trigger instance(s) accepted before the last stop");
         }
+        agent.start_sensors();
         agent.ready.set(true);
         crate::log_info!(
             "ready: http://{} (webhooks, /health, /metrics), admin socket {}",
@@ -336,7 +352,23 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How often expired datastore keys are deleted (they are invisible from the moment they
+/// expire; this only reclaims the rows).
+pub const KV_PURGE_INTERVAL: Duration = Duration::from_secs(30);
+
+async fn housekeeping(agent: Rc<Agent>) {
+    loop {
+        smol::Timer::after(KV_PURGE_INTERVAL).await;
+        match agent.store.purge_expired_kv().await {
+            Ok(0) => {}
+            Ok(n) => crate::log_debug!("deleted {n} expired datastore key(s)"),
+            Err(e) => crate::log_warn!("cannot purge expired keys: {e}"),
+        }
+    }
+}
+
 async fn shutdown(agent: &Rc<Agent>) {
+    agent.sensors().stop_all().await;
     let running: Vec<(i64, smol::channel::Sender<()>)> =
         agent.running.borrow().iter().map(|(k, v)| (*k, v.clone())).collect();
     for (id, tx) in &running {

@@ -33,6 +33,9 @@ impl Handler for Ops {
                 "kv.list" => self.kv_list(&req).await,
                 "trigger.list" => Ok(self.trigger_list()),
                 "pack.list" => Ok(self.pack_list()),
+                "sensor.list" => Ok(self.sensor_list()),
+                "sensor.get" => self.sensor_get(&req),
+                "sensor.restart" => self.sensor_restart(&req),
                 "pack.get" => self.pack_get(&req).await,
                 "pack.reload" => self.pack_reload(&req).await,
                 "rule.list" => Ok(self.rule_list(&req)),
@@ -232,7 +235,23 @@ impl Ops {
             .kv_set(KvSet { scope: scope(req)?.to_string(), name: name.clone(), value, secret, encrypted: false, ttl })
             .await
             .map_err(|e| OpError::invalid(e.to_string()))?;
-        Ok(json!({"name": name, "change": format!("{change:?}").split(['{', ' ']).next().unwrap_or("").to_lowercase()}))
+        let word = format!("{change:?}").split(['{', ' ', '(']).next().unwrap_or("").to_lowercase();
+        let scope_name = scope(req)?;
+        let object = json!({"name": name, "scope": scope_name, "secret": secret});
+        match &change {
+            crate::store::KvChange::Created => self.kv_event("create", json!({"object": object})).await,
+            crate::store::KvChange::Updated { value_changed, .. } => {
+                self.kv_event("update", json!({"object": object})).await;
+                if *value_changed {
+                    self.kv_event(
+                        "value_change",
+                        json!({"old_object": {"name": name, "scope": scope_name}, "new_object": object}),
+                    )
+                    .await;
+                }
+            }
+        }
+        Ok(json!({"name": name, "change": word}))
     }
 
     async fn kv_delete(&self, req: &Value) -> Result<Value, OpError> {
@@ -241,7 +260,18 @@ impl Ops {
         if gone.is_none() && req.get("strict").and_then(Value::as_bool) == Some(true) {
             return Err(OpError::not_found(format!("key {name:?} not found")));
         }
+        if let Some(e) = &gone {
+            self.kv_event("delete", json!({"object": {"name": e.name, "scope": e.scope, "secret": e.secret}})).await;
+        }
         Ok(json!({"name": name, "deleted": gone.is_some()}))
+    }
+
+    /// `core.st2.key_value_pair.*` (never with a value: secrets must not leak into events).
+    async fn kv_event(&self, what: &str, payload: Value) {
+        let trigger = format!("core.st2.key_value_pair.{what}");
+        if self.agent.has_listeners(&trigger) {
+            let _ = self.agent.ingest(&trigger, payload, crate::store::TiSource::Internal, None).await;
+        }
     }
 
     async fn kv_list(&self, req: &Value) -> Result<Value, OpError> {
@@ -257,6 +287,36 @@ impl Ops {
 }
 
 impl Ops {
+    fn sensor_list(&self) -> Value {
+        let reg = self.agent.registry();
+        let mut out = Vec::new();
+        for (p, s) in reg.sensors() {
+            let st = self.agent.sensors().status(&s.ref_);
+            let mut v = st.map(|st| st.to_json()).unwrap_or_else(|| json!({"ref": s.ref_, "state": "not running"}));
+            v["pack"] = json!(p.ref_);
+            v["enabled"] = json!(s.enabled);
+            v["kind"] = json!(s.kind);
+            v["trigger_types"] = json!(s.trigger_types);
+            out.push(v);
+        }
+        Value::Array(out)
+    }
+
+    fn sensor_get(&self, req: &Value) -> Result<Value, OpError> {
+        let r = str_arg(req, "ref")?;
+        self.sensor_list()
+            .as_array()
+            .and_then(|a| a.iter().find(|s| s["ref"] == r).cloned())
+            .ok_or_else(|| OpError::not_found(format!("sensor {r:?} not found")))
+    }
+
+    fn sensor_restart(&self, req: &Value) -> Result<Value, OpError> {
+        let r = str_arg(req, "ref")?;
+        self.agent.sensors().restart(r).map_err(|e| OpError::not_found(e.to_string()))?;
+        crate::log_info!("sensor {r} restarted on request");
+        Ok(json!({"ref": r, "restarted": true}))
+    }
+
     fn pack_json(&self, r: &str) -> Value {
         let reg = self.agent.registry();
         let states = self.agent.pack_states.borrow();
@@ -375,6 +435,7 @@ impl Ops {
         overrides.insert(r.clone(), enabled);
         self.agent.swap_registry(reg.with_overrides(overrides));
         let _ = self.agent.reschedule.try_send(());
+        self.agent.resync_sensors(&[]).await;
         crate::log_info!("rule {r} {}", if enabled { "enabled" } else { "disabled" });
         let reg = self.agent.registry();
         let (_, rule) = reg.rule(&r).ok_or_else(|| OpError::not_found(format!("rule {r:?} not found")))?;
