@@ -160,7 +160,7 @@ fn spec(agent: &Agent, pack: &Pack, s: &crate::pack::Sensor, triggers: Vec<Value
             class_name: s.class_name.clone().unwrap_or_default(),
             poll_interval: s.poll_interval.map(|p| p as f64),
         },
-        PackSensorKind::JsonLines => SensorKind::JsonLines { interpreter: None },
+        PackSensorKind::JsonLines => SensorKind::JsonLines { interpreter: interpreter_for(&s.entry_point) },
     };
     let mut env = vec![("ATTUNE_API_URL".to_string(), agent.settings.api_url())];
     if let Ok(entries) = std::fs::read_dir(venv.join("lib")) {
@@ -186,6 +186,21 @@ fn spec(agent: &Agent, pack: &Pack, s: &crate::pack::Sensor, triggers: Vec<Value
         shim_dir: agent.settings.shim_dir(),
         socket: agent.settings.socket_path(),
     }
+}
+
+/// An executable sensor runs as it is; a script without the executable bit (common after an
+/// unzip or a copy from a wiki) runs through the interpreter its extension names.
+fn interpreter_for(entry: &std::path::Path) -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = std::fs::metadata(entry).map(|m| m.permissions().mode() & 0o111 != 0).unwrap_or(false);
+    if executable {
+        return None;
+    }
+    Some(match entry.extension().and_then(|e| e.to_str()) {
+        Some("py") => "python3".into(),
+        Some("js") => "node".into(),
+        _ => "/bin/sh".into(),
+    })
 }
 
 impl Agent {

@@ -29,6 +29,10 @@ use yaml::Doc;
 /// action files; the cap stops a hostile or runaway directory from costing unbounded time.
 pub const MAX_FILES_PER_DIR: usize = 10_000;
 
+/// Code files (action and sensor entry points) larger than this are fingerprinted by size and
+/// modification time instead of content, so a reload never reads a large binary.
+pub const MAX_HASHED_CODE_BYTES: u64 = 4 * 1024 * 1024;
+
 /// Where packs are read from, and where StackStorm pack configs live.
 #[derive(Clone, Debug, Default)]
 pub struct LoadOptions {
@@ -134,6 +138,16 @@ pub fn load_pack(dir: &Path, config_dirs: &[PathBuf]) -> LoadedPack {
         }
     };
     let pack = pack.map(|mut p| {
+        // Code files count too: editing a sensor or action script must look like a change.
+        let code: Vec<PathBuf> = p
+            .actions
+            .iter()
+            .filter_map(|a| a.entry_point.clone())
+            .chain(p.sensors.iter().map(|s| s.entry_point.clone()))
+            .collect();
+        for f in code {
+            cx.hash_code_file(&f);
+        }
         p.digest = cx.digest();
         p
     });
@@ -173,6 +187,23 @@ impl Cx {
         }
         let d = h.finalize();
         d.iter().take(16).map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Fold a code file into the digest (bounded: a huge file is hashed by size and mtime).
+    fn hash_code_file(&mut self, file: &Path) {
+        let Ok(meta) = fs::metadata(file) else { return };
+        let rel = file.strip_prefix(&self.root).unwrap_or(file).to_path_buf();
+        let digest: [u8; 32] = if meta.len() <= MAX_HASHED_CODE_BYTES {
+            match fs::read(file) {
+                Ok(b) => Sha256::digest(&b).into(),
+                Err(_) => return,
+            }
+        } else {
+            let mtime =
+                meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).unwrap_or_default();
+            Sha256::digest(format!("{}:{}", meta.len(), mtime.as_nanos()).as_bytes()).into()
+        };
+        self.hashed.insert(rel, digest);
     }
 
     /// A diagnostic about a whole file (no field).
