@@ -1,25 +1,9 @@
 //! packd's entry point: parse arguments, dispatch, map errors to exit codes. Nothing else.
 
-#[macro_use]
-mod logx;
-
-mod admin;
-mod cli;
-mod engine;
-mod expr;
-mod http;
-mod pack;
-mod registry;
-mod runner;
-mod sensor;
-mod store;
-#[allow(dead_code)]
-mod timers;
-mod watch;
-
 use std::process::ExitCode;
 
 use clap::Parser;
+use packd::cli;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();

@@ -148,7 +148,24 @@ pub fn trigger_instance(cmd: TriggerInstanceCmd, data: &Path) -> anyhow::Result<
         }
         TriggerInstanceCmd::Get { id, json } => {
             let v = super::call(data, &json!({"op": "trigger_instance.get", "id": id}))?;
-            println!("{}", if json { serde_json::to_string_pretty(&v)? } else { serde_json::to_string_pretty(&v)? });
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                for k in ["id", "trigger", "target", "status", "source", "occurred_at", "processed_at"] {
+                    println!("{k}: {}", s(&v[k]));
+                }
+                println!("payload: {}", serde_json::to_string_pretty(&v["payload"])?);
+                for e in v["enforcements"].as_array().into_iter().flatten() {
+                    let reason = e["failure_reason"].as_str().map(|r| format!(" ({r})")).unwrap_or_default();
+                    println!(
+                        "enforcement {}: rule {} -> execution {} {}{reason}",
+                        s(&e["id"]),
+                        s(&e["rule"]),
+                        s(&e["execution_id"]),
+                        s(&e["status"])
+                    );
+                }
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -206,28 +206,13 @@ pub enum ConfigError {
     #[error("configuration file {}: not found", path.display())]
     NotFound { path: PathBuf },
     #[error("configuration file {}: {source}", path.display())]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("configuration file {}: {size} bytes, over the {max}-byte limit", path.display())]
-    TooLarge {
-        path: PathBuf,
-        size: u64,
-        max: usize,
-    },
+    TooLarge { path: PathBuf, size: u64, max: usize },
     #[error("configuration file {}:{line}:{col}: {message}", path.display())]
-    Parse {
-        path: PathBuf,
-        line: u64,
-        col: u64,
-        message: String,
-    },
+    Parse { path: PathBuf, line: u64, col: u64, message: String },
     #[error("invalid configuration{}:{}", origin_suffix(.file), list(.problems))]
-    Invalid {
-        file: Option<PathBuf>,
-        problems: Vec<Problem>,
-    },
+    Invalid { file: Option<PathBuf>, problems: Vec<Problem> },
 }
 
 impl ConfigError {
@@ -364,31 +349,19 @@ fn load_from(path: Option<&Path>, default_path: &Path) -> Result<Config, ConfigE
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return if explicit {
-                Err(ConfigError::NotFound {
-                    path: path.to_path_buf(),
-                })
+                Err(ConfigError::NotFound { path: path.to_path_buf() })
             } else {
                 Ok(Config::default())
             };
         }
         Err(source) => {
-            return Err(ConfigError::Read {
-                path: path.to_path_buf(),
-                source,
-            });
+            return Err(ConfigError::Read { path: path.to_path_buf(), source });
         }
     };
     if meta.len() > MAX_CONFIG_BYTES as u64 {
-        return Err(ConfigError::TooLarge {
-            path: path.to_path_buf(),
-            size: meta.len(),
-            max: MAX_CONFIG_BYTES,
-        });
+        return Err(ConfigError::TooLarge { path: path.to_path_buf(), size: meta.len(), max: MAX_CONFIG_BYTES });
     }
-    let read = |source| ConfigError::Read {
-        path: path.to_path_buf(),
-        source,
-    };
+    let read = |source| ConfigError::Read { path: path.to_path_buf(), source };
     let bytes = std::fs::read(path).map_err(read)?;
     let text = String::from_utf8(bytes).map_err(|e| {
         read(std::io::Error::new(
@@ -420,16 +393,10 @@ impl Config {
         // An empty entry stays empty, so `validate` reports it instead of it becoming the
         // config directory.
         let rel = |p: PathBuf| {
-            if p.is_relative() && !p.as_os_str().is_empty() {
-                dir.join(p)
-            } else {
-                p
-            }
+            if p.is_relative() && !p.as_os_str().is_empty() { dir.join(p) } else { p }
         };
         let mut problems = Vec::new();
-        let mut word = |key: &'static str,
-                        v: Option<String>,
-                        set: &mut dyn FnMut(&str) -> Result<(), String>| {
+        let mut word = |key: &'static str, v: Option<String>, set: &mut dyn FnMut(&str) -> Result<(), String>| {
             if let Some(v) = v
                 && let Err(reason) = set(&v)
             {
@@ -457,19 +424,12 @@ impl Config {
         });
         word("log_level", raw.log_level, &mut |v| {
             c.log_level = v.parse().map_err(|e: super::logging::ParseLevelError| {
-                BadWord {
-                    value: e.0,
-                    expected: "error, warn, info, debug",
-                }
-                .to_string()
+                BadWord { value: e.0, expected: "error, warn, info, debug" }.to_string()
             })?;
             Ok(())
         });
         if !problems.is_empty() {
-            return Err(ConfigError::Invalid {
-                file: c.file,
-                problems,
-            });
+            return Err(ConfigError::Invalid { file: c.file, problems });
         }
         if let Some(v) = raw.packs {
             c.packs = v.into_iter().map(rel).collect();
@@ -483,10 +443,7 @@ impl Config {
         c.webhook_token = raw.webhook_token.map(Secret);
         c.webhook_hmac_secret = raw.webhook_hmac_secret.map(Secret);
         set(&mut c.allow_insecure_bind, raw.allow_insecure_bind);
-        set(
-            &mut c.max_concurrent_executions,
-            raw.max_concurrent_executions,
-        );
+        set(&mut c.max_concurrent_executions, raw.max_concurrent_executions);
         set(&mut c.retention_days, raw.retention_days);
         set(&mut c.output_cap_bytes, raw.output_cap_bytes);
         if raw.action_timeout_default.is_some() {
@@ -515,10 +472,7 @@ impl Config {
         set(&mut self.synchronous, f.synchronous);
         set(&mut self.log_level, f.log_level);
         set(&mut self.watch, f.watch);
-        set(
-            &mut self.max_concurrent_executions,
-            f.max_concurrent_executions,
-        );
+        set(&mut self.max_concurrent_executions, f.max_concurrent_executions);
         set(&mut self.retention_days, f.retention_days);
         set(&mut self.output_cap_bytes, f.output_cap_bytes);
         if f.action_timeout_default.is_some() {
@@ -539,17 +493,13 @@ impl Config {
         if self.data.as_os_str().is_empty() {
             bad("data", "is empty".to_string());
         }
-        for (key, secret) in [
-            ("webhook_token", &self.webhook_token),
-            ("webhook_hmac_secret", &self.webhook_hmac_secret),
-        ] {
+        for (key, secret) in
+            [("webhook_token", &self.webhook_token), ("webhook_hmac_secret", &self.webhook_hmac_secret)]
+        {
             // The reason never includes the value.
             if let Some(s) = secret {
                 if s.0.len() < MIN_SECRET_BYTES {
-                    bad(
-                        key,
-                        format!("is {} bytes; use at least {MIN_SECRET_BYTES}", s.0.len()),
-                    );
+                    bad(key, format!("is {} bytes; use at least {MIN_SECRET_BYTES}", s.0.len()));
                 } else if s.0.chars().any(|c| c.is_control() || c.is_whitespace()) {
                     bad(key, "contains whitespace or control characters".to_string());
                 }
@@ -569,50 +519,32 @@ impl Config {
         if !(1..=MAX_CONCURRENT_EXECUTIONS).contains(&self.max_concurrent_executions) {
             bad(
                 "max_concurrent_executions",
-                format!(
-                    "{} is outside 1..={MAX_CONCURRENT_EXECUTIONS}",
-                    self.max_concurrent_executions
-                ),
+                format!("{} is outside 1..={MAX_CONCURRENT_EXECUTIONS}", self.max_concurrent_executions),
             );
         }
         if self.retention_days > MAX_RETENTION_DAYS {
             bad(
                 "retention_days",
-                format!(
-                    "{} is over {MAX_RETENTION_DAYS} (use 0 to keep records forever)",
-                    self.retention_days
-                ),
+                format!("{} is over {MAX_RETENTION_DAYS} (use 0 to keep records forever)", self.retention_days),
             );
         }
         if !(MIN_OUTPUT_CAP_BYTES..=MAX_OUTPUT_CAP_BYTES).contains(&self.output_cap_bytes) {
             bad(
                 "output_cap_bytes",
-                format!(
-                    "{} is outside {MIN_OUTPUT_CAP_BYTES}..={MAX_OUTPUT_CAP_BYTES}",
-                    self.output_cap_bytes
-                ),
+                format!("{} is outside {MIN_OUTPUT_CAP_BYTES}..={MAX_OUTPUT_CAP_BYTES}", self.output_cap_bytes),
             );
         }
         match self.action_timeout_default {
             Some(0) => bad(
                 "action_timeout_default",
-                "0 would time every action out at once; leave it unset for the runner's default"
-                    .to_string(),
+                "0 would time every action out at once; leave it unset for the runner's default".to_string(),
             ),
-            Some(t) if t > MAX_ACTION_TIMEOUT_SECS => bad(
-                "action_timeout_default",
-                format!("{t} s is over {MAX_ACTION_TIMEOUT_SECS} s (one week)"),
-            ),
+            Some(t) if t > MAX_ACTION_TIMEOUT_SECS => {
+                bad("action_timeout_default", format!("{t} s is over {MAX_ACTION_TIMEOUT_SECS} s (one week)"))
+            }
             _ => {}
         }
-        if p.is_empty() {
-            Ok(())
-        } else {
-            Err(ConfigError::Invalid {
-                file: self.file.clone(),
-                problems: p,
-            })
-        }
+        if p.is_empty() { Ok(()) } else { Err(ConfigError::Invalid { file: self.file.clone(), problems: p }) }
     }
 }
 
@@ -658,10 +590,7 @@ fn yaml_options() -> serde_saphyr::Options {
 }
 
 fn parse_error(e: &serde_saphyr::Error, text: &str, path: &Path) -> ConfigError {
-    let (line, col) = e
-        .location()
-        .map(|l| (l.line(), l.column()))
-        .unwrap_or((0, 0));
+    let (line, col) = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
     let first = e.to_string();
     let mut message = first.lines().next().unwrap_or("invalid YAML").trim();
     // The position is printed as `path:line:col`; drop serde-saphyr's own copy of it.
@@ -685,29 +614,19 @@ fn parse_error(e: &serde_saphyr::Error, text: &str, path: &Path) -> ConfigError 
     {
         message = format!("{key}: {message}");
     }
-    ConfigError::Parse {
-        path: path.to_path_buf(),
-        line,
-        col,
-        message,
-    }
+    ConfigError::Parse { path: path.to_path_buf(), line, col, message }
 }
 
 fn key_at(text: &str, line: u64) -> Option<&str> {
     let upto = usize::try_from(line).ok()?;
-    text.lines()
-        .take(upto)
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-        .find_map(|l| {
-            if l.starts_with([' ', '\t', '#', '-']) {
-                return None;
-            }
-            let (k, _) = l.split_once(':')?;
-            let k = k.trim();
-            (!k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')).then_some(k)
-        })
+    text.lines().take(upto).collect::<Vec<_>>().into_iter().rev().find_map(|l| {
+        if l.starts_with([' ', '\t', '#', '-']) {
+            return None;
+        }
+        let (k, _) = l.split_once(':')?;
+        let k = k.trim();
+        (!k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')).then_some(k)
+    })
 }
 
 #[cfg(test)]
@@ -859,22 +778,12 @@ action_timeout_default: 600
                 "configuration file /etc/packd/config.yaml:1:17: retention_days: expected a whole number (0 or more)"
             ],
         );
-        check(
-            "data: /a\ndata: /b\n",
-            expect!["configuration file /etc/packd/config.yaml:2:1: data: given twice"],
-        );
+        check("data: /a\ndata: /b\n", expect!["configuration file /etc/packd/config.yaml:2:1: data: given twice"]);
         check(
             "- just\n- a list\n",
-            expect![
-                "configuration file /etc/packd/config.yaml:1:1: the file must be a map of `key: value` lines"
-            ],
+            expect!["configuration file /etc/packd/config.yaml:1:1: the file must be a map of `key: value` lines"],
         );
-        check(
-            "listen: [\n",
-            expect![
-                "configuration file /etc/packd/config.yaml:1:9: listen: expected string scalar"
-            ],
-        );
+        check("listen: [\n", expect!["configuration file /etc/packd/config.yaml:1:9: listen: expected string scalar"]);
     }
 
     #[test]
@@ -947,14 +856,10 @@ action_timeout_default: 600
         .expect("parse");
         let dbg = format!("{c:?} {c:#?}");
         assert!(!dbg.contains("0123456789abcdef"), "{dbg}");
-        let short =
-            Config::from_yaml("webhook_token: sh0rt\n", Path::new("c.yaml")).expect("parse");
+        let short = Config::from_yaml("webhook_token: sh0rt\n", Path::new("c.yaml")).expect("parse");
         let err = short.validate().expect_err("too short").to_string();
         assert!(!err.contains("sh0rt"), "{err}");
-        let flags = ServeFlags {
-            webhook_token: Some(Secret::new("flag-0123456789abcdef")),
-            ..ServeFlags::default()
-        };
+        let flags = ServeFlags { webhook_token: Some(Secret::new("flag-0123456789abcdef")), ..ServeFlags::default() };
         assert!(!format!("{flags:?}").contains("0123456789abcdef"));
     }
 
@@ -971,11 +876,7 @@ action_timeout_default: 600
         assert!(c.packs.is_empty() && c.data == Path::new("var"));
 
         let file = dir.path().join("config.yaml");
-        std::fs::write(
-            &file,
-            "packs: [p]\nlisten: 127.0.0.1:9200\nlog_level: warn\n",
-        )
-        .expect("write");
+        std::fs::write(&file, "packs: [p]\nlisten: 127.0.0.1:9200\nlog_level: warn\n").expect("write");
         let c = load_from(None, &file).expect("default file");
         assert_eq!(c.packs, vec![dir.path().join("p")]);
 
@@ -1001,10 +902,7 @@ action_timeout_default: 600
             ..ServeFlags::default()
         };
         let e = resolve(&flags).expect_err("insecure bind");
-        assert!(
-            e.to_string().contains("listen: 0.0.0.0:9300 is reachable"),
-            "{e}"
-        );
+        assert!(e.to_string().contains("listen: 0.0.0.0:9300 is reachable"), "{e}");
 
         std::fs::write(&file, "x".repeat(MAX_CONFIG_BYTES + 1)).expect("write");
         let e = load_from(Some(&file), &missing).expect_err("too large");
@@ -1018,11 +916,7 @@ action_timeout_default: 600
     fn yaml_bomb_is_refused() {
         let mut y = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
         for i in 0..8 {
-            let prev = if i == 0 {
-                "a".to_string()
-            } else {
-                format!("b{}", i - 1)
-            };
+            let prev = if i == 0 { "a".to_string() } else { format!("b{}", i - 1) };
             y.push_str(&format!(
                 "b{i}: &b{i} [*{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}]\n"
             ));
@@ -1063,22 +957,15 @@ action_timeout_default: 600
         .expect("parse");
         let f = cli.flags;
         assert_eq!(f.packs.len(), 2);
-        assert_eq!(
-            f.listen.map(|l| l.to_string()).as_deref(),
-            Some("[::1]:9101")
-        );
+        assert_eq!(f.listen.map(|l| l.to_string()).as_deref(), Some("[::1]:9101"));
         assert_eq!(f.synchronous, Some(Synchronous::Full));
         assert_eq!(f.watch, Some(Watch::Off));
         assert_eq!(f.log_level, Some(Level::Warn));
         assert_eq!(f.allow_insecure_bind, Some(true));
         assert_eq!(f.action_timeout_default, Some(30));
-        let bad = Cli::try_parse_from(["packd", "--watch", "fanotify"])
-            .err()
-            .map(|e| e.exit_code());
+        let bad = Cli::try_parse_from(["packd", "--watch", "fanotify"]).err().map(|e| e.exit_code());
         assert_eq!(bad, Some(i32::from(EXIT_CONFIG)));
-        let bad = Cli::try_parse_from(["packd", "--listen", "localhost"])
-            .err()
-            .map(|e| e.exit_code());
+        let bad = Cli::try_parse_from(["packd", "--listen", "localhost"]).err().map(|e| e.exit_code());
         assert_eq!(bad, Some(i32::from(EXIT_CONFIG)));
     }
 }

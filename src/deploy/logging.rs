@@ -129,13 +129,7 @@ fn dev_ino(fd: std::os::fd::BorrowedFd<'_>) -> Option<(u64, u64)> {
 
 /// Appends one formatted event to `out` (with the trailing newline). `now` is only used in the
 /// timestamped style. Pure, so the formats are tested without touching stderr or the clock.
-pub fn format_line(
-    out: &mut String,
-    style: Style,
-    level: Level,
-    now: jiff::Timestamp,
-    args: fmt::Arguments<'_>,
-) {
+pub fn format_line(out: &mut String, style: Style, level: Level, now: jiff::Timestamp, args: fmt::Arguments<'_>) {
     use std::fmt::Write as _;
     match style {
         Style::Journal => {
@@ -194,11 +188,7 @@ pub struct Logger {
 
 impl Logger {
     pub fn new(level: Level, style: Style, sink: Box<dyn Write + Send>) -> Logger {
-        Logger {
-            max: AtomicU8::new(level.priority()),
-            style,
-            sink: Mutex::new(sink),
-        }
+        Logger { max: AtomicU8::new(level.priority()), style, sink: Mutex::new(sink) }
     }
 
     pub fn enabled(&self, level: Level) -> bool {
@@ -240,8 +230,7 @@ static LOGGER: OnceLock<Logger> = OnceLock::new();
 /// Sets up the process-wide logger on stderr, in the style `Style::detect` finds. Called once
 /// at start; a second call only changes the level.
 pub fn init(level: Level) {
-    let logger =
-        LOGGER.get_or_init(|| Logger::new(level, Style::detect(), Box::new(std::io::stderr())));
+    let logger = LOGGER.get_or_init(|| Logger::new(level, Style::detect(), Box::new(std::io::stderr())));
     logger.set_level(level);
 }
 
@@ -283,9 +272,7 @@ mod tests {
     use std::sync::Arc;
 
     fn at() -> jiff::Timestamp {
-        "2026-11-23T04:53:39.123456Z"
-            .parse()
-            .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+        "2026-11-23T04:53:39.123456Z".parse().unwrap_or(jiff::Timestamp::UNIX_EPOCH)
     }
 
     fn check(style: Style, level: Level, msg: &str, expect: Expect) {
@@ -359,13 +346,7 @@ mod tests {
     fn long_lines_are_cut() {
         let long = "x".repeat(MAX_LINE_BYTES * 2);
         let mut out = String::new();
-        format_line(
-            &mut out,
-            Style::Journal,
-            Level::Info,
-            at(),
-            format_args!("{long}{}", "tail"),
-        );
+        format_line(&mut out, Style::Journal, Level::Info, at(), format_args!("{long}{}", "tail"));
         assert!(out.len() < MAX_LINE_BYTES + 32, "{}", out.len());
         assert!(out.ends_with(" …[cut]\n"), "{}", &out[out.len() - 20..]);
         assert_eq!(out.matches('\n').count(), 1);
@@ -439,10 +420,7 @@ mod tests {
 
     impl Buf {
         fn text(&self) -> String {
-            self.0
-                .lock()
-                .map(|v| String::from_utf8_lossy(&v).into_owned())
-                .unwrap_or_default()
+            self.0.lock().map(|v| String::from_utf8_lossy(&v).into_owned()).unwrap_or_default()
         }
     }
 
@@ -469,20 +447,13 @@ mod tests {
     #[test]
     fn threads_never_interleave() {
         let buf = Buf::default();
-        let logger = Arc::new(Logger::new(
-            Level::Info,
-            Style::Journal,
-            Box::new(buf.clone()),
-        ));
+        let logger = Arc::new(Logger::new(Level::Info, Style::Journal, Box::new(buf.clone())));
         let handles: Vec<_> = (0..4)
             .map(|t| {
                 let logger = logger.clone();
                 std::thread::spawn(move || {
                     for i in 0..200 {
-                        logger.log(
-                            Level::Info,
-                            format_args!("thread {t} line {i} {}", "y".repeat(100)),
-                        );
+                        logger.log(Level::Info, format_args!("thread {t} line {i} {}", "y".repeat(100)));
                     }
                 })
             })
@@ -492,9 +463,6 @@ mod tests {
         }
         let text = buf.text();
         assert_eq!(text.lines().count(), 800);
-        assert!(
-            text.lines()
-                .all(|l| l.starts_with("<6>thread ") && l.ends_with('y'))
-        );
+        assert!(text.lines().all(|l| l.starts_with("<6>thread ") && l.ends_with('y')));
     }
 }

@@ -29,14 +29,8 @@ pub const MIN_WATCHDOG: Duration = Duration::from_millis(10);
 /// must not see them: with them it could talk to systemd in the agent's name (refused under
 /// `NotifyAccess=main`, but it still confuses `systemd-notify`-aware scripts). The runner
 /// removes these from every child's environment.
-pub const SERVICE_ENV_VARS: &[&str] = &[
-    "NOTIFY_SOCKET",
-    "WATCHDOG_USEC",
-    "WATCHDOG_PID",
-    "LISTEN_FDS",
-    "LISTEN_PID",
-    "LISTEN_FDNAMES",
-];
+pub const SERVICE_ENV_VARS: &[&str] =
+    &["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"];
 
 /// Where notifications go.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -83,9 +77,7 @@ impl Notifier {
     ) -> Notifier {
         let target = match notify_socket {
             Some(s) if s.starts_with('/') => Some(Target::Path(PathBuf::from(s))),
-            Some(s) if s.len() > 1 && s.starts_with('@') => {
-                Some(Target::Abstract(s.as_bytes()[1..].to_vec()))
-            }
+            Some(s) if s.len() > 1 && s.starts_with('@') => Some(Target::Abstract(s.as_bytes()[1..].to_vec())),
             _ => None,
         };
         let pid_ok = match watchdog_pid {
@@ -167,10 +159,7 @@ impl Notifier {
             }
         };
         if sent != state.len() {
-            return Err(io::Error::new(
-                io::ErrorKind::WriteZero,
-                "short write to NOTIFY_SOCKET",
-            ));
+            return Err(io::Error::new(io::ErrorKind::WriteZero, "short write to NOTIFY_SOCKET"));
         }
         Ok(())
     }
@@ -220,13 +209,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("notify");
         let sock = UnixDatagram::bind(&path).expect("bind");
-        sock.set_read_timeout(Some(Duration::from_secs(5)))
-            .expect("timeout");
-        Listener {
-            _dir: dir,
-            path,
-            sock,
-        }
+        sock.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        Listener { _dir: dir, path, sock }
     }
 
     impl Listener {
@@ -283,11 +267,9 @@ mod tests {
     fn abstract_socket() {
         use std::os::linux::net::SocketAddrExt;
         let name = format!("packd-test-{}-{:?}", std::process::id(), Instant::now());
-        let addr =
-            std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).expect("addr");
+        let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).expect("addr");
         let sock = UnixDatagram::bind_addr(&addr).expect("bind abstract");
-        sock.set_read_timeout(Some(Duration::from_secs(5)))
-            .expect("timeout");
+        sock.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
         let n = Notifier::from_vars(Some(&format!("@{name}")), None, None, 1);
         n.ready().expect("ready");
         let mut buf = [0u8; 64];
@@ -306,24 +288,9 @@ mod tests {
             (Some("vsock:2:1234"), None, None, "off, no watchdog"),
             (Some("relative/sock"), None, None, "off, no watchdog"),
             (Some("/run/notify"), None, None, "on, no watchdog"),
-            (
-                Some("@abstract"),
-                Some("200000"),
-                None,
-                "on, ping every 100ms",
-            ),
-            (
-                Some("/run/notify"),
-                Some("30000000"),
-                Some("42"),
-                "on, ping every 15s",
-            ),
-            (
-                Some("/run/notify"),
-                Some("30000000"),
-                Some("43"),
-                "on, no watchdog",
-            ),
+            (Some("@abstract"), Some("200000"), None, "on, ping every 100ms"),
+            (Some("/run/notify"), Some("30000000"), Some("42"), "on, ping every 15s"),
+            (Some("/run/notify"), Some("30000000"), Some("43"), "on, no watchdog"),
             (Some("/run/notify"), Some("0"), None, "on, no watchdog"),
             (Some("/run/notify"), Some("-5"), None, "on, no watchdog"),
             (Some("/run/notify"), Some("soon"), None, "on, no watchdog"),
@@ -381,45 +348,36 @@ mod tests {
         let h = healthy.clone();
         let start = Instant::now();
         let mut stamps: Vec<Duration> = Vec::new();
-        smol::block_on(smol::future::or(
-            watchdog_loop(n, move || h.load(Ordering::SeqCst)),
-            async {
-                // Receive on a blocking pool thread so the timers keep running here.
-                let sock = l.sock.try_clone().expect("clone");
-                let got = smol::unblock(move || {
-                    let mut got = Vec::new();
-                    let mut buf = [0u8; 64];
-                    for _ in 0..5 {
-                        let Ok(n) = sock.recv(&mut buf) else { break };
-                        got.push((
-                            start.elapsed(),
-                            String::from_utf8_lossy(&buf[..n]).into_owned(),
-                        ));
-                    }
-                    got
-                })
-                .await;
-                for (at, msg) in got {
-                    assert_eq!(msg, "WATCHDOG=1");
-                    stamps.push(at);
+        smol::block_on(smol::future::or(watchdog_loop(n, move || h.load(Ordering::SeqCst)), async {
+            // Receive on a blocking pool thread so the timers keep running here.
+            let sock = l.sock.try_clone().expect("clone");
+            let got = smol::unblock(move || {
+                let mut got = Vec::new();
+                let mut buf = [0u8; 64];
+                for _ in 0..5 {
+                    let Ok(n) = sock.recv(&mut buf) else { break };
+                    got.push((start.elapsed(), String::from_utf8_lossy(&buf[..n]).into_owned()));
                 }
-                // Now unhealthy: no more pings for three periods.
-                healthy.store(false, Ordering::SeqCst);
-                smol::Timer::after(Duration::from_millis(50)).await;
-                let _ = l.drain(); // a ping racing the store above
-                smol::Timer::after(Duration::from_millis(300)).await;
-            },
-        ));
+                got
+            })
+            .await;
+            for (at, msg) in got {
+                assert_eq!(msg, "WATCHDOG=1");
+                stamps.push(at);
+            }
+            // Now unhealthy: no more pings for three periods.
+            healthy.store(false, Ordering::SeqCst);
+            smol::Timer::after(Duration::from_millis(50)).await;
+            let _ = l.drain(); // a ping racing the store above
+            smol::Timer::after(Duration::from_millis(300)).await;
+        }));
         assert_eq!(stamps.len(), 5, "{stamps:?}");
         // First ping at once; then 100 ms apart. Generous upper bounds: a loaded 2-core
         // machine or qemu may be late, but never early.
         assert!(stamps[0] < Duration::from_millis(80), "{stamps:?}");
         for w in stamps.windows(2) {
             let gap = w[1] - w[0];
-            assert!(
-                gap >= Duration::from_millis(60) && gap < Duration::from_millis(400),
-                "{stamps:?}"
-            );
+            assert!(gap >= Duration::from_millis(60) && gap < Duration::from_millis(400), "{stamps:?}");
         }
         let total = stamps[4] - stamps[0];
         assert!(total >= Duration::from_millis(390), "{stamps:?}");

@@ -164,14 +164,17 @@ enum Decision {
     /// Criteria failed to evaluate: a failed enforcement with the reason, nothing runs.
     Broken { rule: String, reason: String },
     /// Matched; parameters resolved (or not: the execution is then recorded as failed).
-    Run {
-        rule: String,
-        action: String,
-        pack: Option<Arc<Pack>>,
-        resolved: Result<params::Resolved, String>,
-        context: Value,
-        runner: String,
-    },
+    Run(Box<Run>),
+}
+
+/// A matched rule, ready to become an enforcement and an execution.
+struct Run {
+    rule: String,
+    action: String,
+    pack: Option<Arc<Pack>>,
+    resolved: Result<params::Resolved, String>,
+    context: Value,
+    runner: String,
 }
 
 fn candidates<'a>(reg: &'a Registry, p: &Pending) -> Vec<(&'a Arc<Pack>, &'a Rule)> {
@@ -232,14 +235,14 @@ fn decide(reg: &Registry, p: &Pending, env: &TemplateEnv, store: &Store) -> Vec<
                 "source": "rule",
             });
             let Some((action_pack, action)) = reg.action(&rule.action) else {
-                out.push(Decision::Run {
+                out.push(Decision::Run(Box::new(Run {
                     rule: rule.ref_.clone(),
                     action: rule.action.clone(),
                     pack: None,
                     resolved: Err(format!("Action {} doesn't exist", rule.action)),
                     context,
                     runner: String::new(),
-                });
+                })));
                 continue;
             };
             let supplied = rule.action_parameters.as_object().cloned().unwrap_or_default();
@@ -257,14 +260,14 @@ fn decide(reg: &Registry, p: &Pending, env: &TemplateEnv, store: &Store) -> Vec<
             } else {
                 Err(format!("Unable to execute. Action {} is disabled.", action.ref_))
             };
-            out.push(Decision::Run {
+            out.push(Decision::Run(Box::new(Run {
                 rule: rule.ref_.clone(),
                 action: action.ref_.clone(),
                 pack: Some(action_pack.clone()),
                 resolved,
                 context,
                 runner: action.runner.name().to_string(),
-            });
+            })));
         }
     }
     out
@@ -292,7 +295,8 @@ async fn process(agent: &Rc<Agent>, p: Pending) {
                     })
                     .await;
             }
-            Decision::Run { rule, action, pack, resolved, context, runner } => {
+            Decision::Run(run) => {
+                let Run { rule, action, pack, resolved, context, runner } = *run;
                 let masked = match &resolved {
                     Ok(r) => Value::Object(r.masked.clone()),
                     Err(_) => json!({}),

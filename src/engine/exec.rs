@@ -226,7 +226,7 @@ async fn dispatch(
             let user_env = env_param(params);
             let venv = agent.settings.data_dir.join("virtualenvs").join(&pack.ref_);
             let socket = agent.settings.socket_path();
-            let spec = runner::st2::python_command(&runner::st2::PythonAction {
+            runner::st2::python_command(&runner::st2::PythonAction {
                 pack: &pack.ref_,
                 pack_dir: &pack.path,
                 entry_point: entry,
@@ -238,8 +238,7 @@ async fn dispatch(
                 socket: Some(&socket),
                 env: &user_env,
                 timeout: Duration::from_secs(timeout),
-            });
-            spec
+            })
         }
         Runner::AttuneShell | Runner::AttunePython | Runner::AttuneNode | Runner::AttuneNative => {
             let Some(entry) = action.entry_point.as_deref() else {
