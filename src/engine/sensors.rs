@@ -82,7 +82,7 @@ impl SensorHost for Host {
 
     fn process_exited(&self, status: &SensorStatus) {
         crate::log_warn!(
-            "sensor {} exited (code {:?}, signal {:?}); restart {}",
+            "sensor {} exited (code {:?}, signal {:?}), run {}",
             status.ref_,
             status.last_exit_code,
             status.last_signal,

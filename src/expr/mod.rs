@@ -18,8 +18,8 @@ pub mod template;
 mod value;
 
 pub use cast::{
-    CastError, MAX_LITERAL_DEPTH, MAX_REPR_DEPTH, NONE_MAGIC_VALUE, cast_param, cli_cast, literal_eval, python_repr,
-    python_str,
+    CastError, MAX_LITERAL_DEPTH, MAX_REPR_DEPTH, NONE_MAGIC_VALUE, cast_param, cli_cast, literal_eval,
+    python_float_repr, python_repr, python_str,
 };
 pub use criteria::{
     CriteriaError, MAX_SEARCH_DEPTH, OPERATORS, evaluate, evaluate_at, evaluate_attune, fnmatch, is_operator,

@@ -79,6 +79,25 @@ pub fn direct_or_interpreter(script: &Path, fallback: &Path) -> io::Result<Launc
     via_interpreter(script, fallback)
 }
 
+/// `prefix` followed by an OS string (`PATH=` + a path that need not be UTF-8).
+pub fn os_concat(prefix: &str, value: &std::ffi::OsStr) -> OsString {
+    let mut s = OsString::from(prefix);
+    s.push(value);
+    s
+}
+
+/// Parts joined with `:`, as `PATH` and `PYTHONPATH` want them.
+pub fn join_paths(parts: &[OsString]) -> OsString {
+    let mut joined = OsString::new();
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            joined.push(":");
+        }
+        joined.push(part);
+    }
+    joined
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

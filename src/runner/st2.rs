@@ -306,10 +306,10 @@ pub fn python_command(action: &PythonAction<'_>) -> ProcessSpec {
     spec.args = vec![
         "-u".into(),
         action.shim_dir.join(PYTHON_WRAPPER).into_os_string(),
-        os_concat("--pack=", action.pack.as_ref()),
-        os_concat("--file-path=", action.entry_point.as_os_str()),
+        super::script::os_concat("--pack=", action.pack.as_ref()),
+        super::script::os_concat("--file-path=", action.entry_point.as_os_str()),
         "--stdin-parameters".into(),
-        os_concat("--log-level=", action.log_level.as_ref()),
+        super::script::os_concat("--log-level=", action.log_level.as_ref()),
     ];
     let mut doc = Map::new();
     doc.insert("parameters".into(), action.parameters.clone());
@@ -332,10 +332,10 @@ pub fn python_command(action: &PythonAction<'_>) -> ProcessSpec {
             spec.env.push((key.into(), value.into()));
         }
     }
-    spec.env.push(("PYTHONPATH".into(), join_paths(&pythonpath)));
+    spec.env.push(("PYTHONPATH".into(), super::script::join_paths(&pythonpath)));
     let inherited_path = std::env::var_os("PATH").unwrap_or_else(|| OsString::from("/usr/local/bin:/usr/bin:/bin"));
     let path = match venv {
-        Some(venv) => join_paths(&[venv.join("bin").into_os_string(), inherited_path]),
+        Some(venv) => super::script::join_paths(&[venv.join("bin").into_os_string(), inherited_path]),
         None => inherited_path,
     };
     spec.env.push(("PATH".into(), path));
@@ -343,23 +343,6 @@ pub fn python_command(action: &PythonAction<'_>) -> ProcessSpec {
         spec.env.push(("PACKD_SOCKET".into(), socket.into()));
     }
     spec
-}
-
-fn os_concat(prefix: &str, value: &std::ffi::OsStr) -> OsString {
-    let mut s = OsString::from(prefix);
-    s.push(value);
-    s
-}
-
-fn join_paths(parts: &[OsString]) -> OsString {
-    let mut joined = OsString::new();
-    for (i, part) in parts.iter().enumerate() {
-        if i > 0 {
-            joined.push(":");
-        }
-        joined.push(part);
-    }
-    joined
 }
 
 /// `<venv>/lib/python*/site-packages` directories, sorted.
@@ -380,92 +363,9 @@ fn site_packages(venv: &Path) -> Vec<PathBuf> {
 // ---------------------------------------------------------------------------------------------
 // Python's str(), repr(), truthiness and json.dumps() for JSON values.
 
-/// Python `str(v)`: strings as they are, everything else as [`py_repr`].
-pub fn py_str(value: &Value) -> String {
-    match value {
-        Value::String(s) => s.clone(),
-        other => py_repr(other),
-    }
-}
-
-/// Python `repr(v)` of the value a JSON document decodes to: `None`, `True`, `1.0`, `'it''s'`,
-/// `[1, 'a']`, `{'k': None}`.
-pub fn py_repr(value: &Value) -> String {
-    let mut out = String::new();
-    write_repr(value, &mut out);
-    out
-}
-
-fn write_repr(value: &Value, out: &mut String) {
-    match value {
-        Value::Null => out.push_str("None"),
-        Value::Bool(true) => out.push_str("True"),
-        Value::Bool(false) => out.push_str("False"),
-        Value::Number(n) => out.push_str(&py_number(n)),
-        Value::String(s) => write_str_repr(s, out),
-        Value::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(", ");
-                }
-                write_repr(item, out);
-            }
-            out.push(']');
-        }
-        Value::Object(map) => {
-            out.push('{');
-            for (i, (key, item)) in map.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(", ");
-                }
-                write_str_repr(key, out);
-                out.push_str(": ");
-                write_repr(item, out);
-            }
-            out.push('}');
-        }
-    }
-}
-
-fn write_str_repr(s: &str, out: &mut String) {
-    let quote = if s.contains('\'') && !s.contains('"') { '"' } else { '\'' };
-    out.push(quote);
-    for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c == quote => {
-                out.push('\\');
-                out.push(c);
-            }
-            c if py_printable(c) => out.push(c),
-            c if (c as u32) < 0x100 => out.push_str(&format!("\\x{:02x}", c as u32)),
-            c if (c as u32) < 0x10000 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push_str(&format!("\\U{:08x}", c as u32)),
-        }
-    }
-    out.push(quote);
-}
-
-/// Python's `str.isprintable()` for one character, approximated without Unicode tables:
-/// control (Cc), separators other than the space (Zs/Zl/Zp), private use (Co) and the common
-/// format characters (Cf) are not printable. Unassigned code points (Cn) are treated as
-/// printable, where Python would escape them.
-fn py_printable(c: char) -> bool {
-    if c == ' ' {
-        return true;
-    }
-    if c.is_control() || c.is_whitespace() {
-        return false;
-    }
-    !matches!(c as u32,
-        0xAD | 0x600..=0x605 | 0x61C | 0x6DD | 0x70F | 0x180E | 0x200B..=0x200F
-        | 0x202A..=0x202E | 0x2060..=0x2064 | 0x2066..=0x206F | 0xFEFF | 0xFFF9..=0xFFFB
-        | 0xE000..=0xF8FF | 0xF0000..=0x10FFFF | 0x1D173..=0x1D17A | 0xE0001 | 0xE0020..=0xE007F)
-}
+// str(), repr() and float repr are the template engine's (one implementation of Python's
+// printing rules for the whole agent).
+pub use crate::expr::{python_float_repr as py_float_repr, python_repr as py_repr, python_str as py_str};
 
 /// Python's truthiness: `None`, `False`, `0`, `0.0`, `""`, `[]`, `{}` are false.
 pub fn py_truthy(value: &Value) -> bool {
@@ -481,46 +381,6 @@ pub fn py_truthy(value: &Value) -> bool {
 
 fn py_number(n: &serde_json::Number) -> String {
     if n.is_f64() { n.as_f64().map(py_float_repr).unwrap_or_else(|| n.to_string()) } else { n.to_string() }
-}
-
-/// Python `repr(float)`: shortest round-trip digits, `1.0` for integral values, scientific
-/// notation (`1e-05`, `1e+16`) when the exponent is below -4 or at least 16.
-pub fn py_float_repr(f: f64) -> String {
-    if f.is_nan() {
-        return "nan".into();
-    }
-    if f.is_infinite() {
-        return if f > 0.0 { "inf" } else { "-inf" }.into();
-    }
-    // `{:e}` gives the shortest round-trip digits: "-1.2345e-5", "1e16", "0e0".
-    let sci = format!("{f:e}");
-    let (mantissa, exp) = sci.split_once('e').unwrap_or((sci.as_str(), "0"));
-    let exp: i32 = exp.parse().unwrap_or(0);
-    let (sign, mantissa) = match mantissa.strip_prefix('-') {
-        Some(m) => ("-", m),
-        None => ("", mantissa),
-    };
-    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
-    if !(-4..16).contains(&exp) {
-        let (first, rest) = digits.split_at(1.min(digits.len()));
-        let frac = if rest.is_empty() { String::new() } else { format!(".{rest}") };
-        let exp_sign = if exp < 0 { '-' } else { '+' };
-        return format!("{sign}{first}{frac}e{exp_sign}{:02}", exp.unsigned_abs());
-    }
-    // Position of the decimal point counted from the start of `digits`.
-    let point = exp + 1;
-    let body = if point <= 0 {
-        format!("0.{}{digits}", "0".repeat(point.unsigned_abs() as usize))
-    } else {
-        let point = point as usize;
-        if point >= digits.len() {
-            format!("{digits}{}.0", "0".repeat(point - digits.len()))
-        } else {
-            let (int, frac) = digits.split_at(point);
-            format!("{int}.{frac}")
-        }
-    };
-    format!("{sign}{body}")
 }
 
 /// Python `json.dumps(v)` with its defaults: `", "` and `": "` separators, `ensure_ascii`

@@ -66,9 +66,9 @@ pub fn launch_for(spec: &SensorSpec) -> Launch {
             let mut args: Vec<OsString> = vec![
                 "-u".into(),
                 spec.shim_dir.join(SENSOR_WRAPPER).into_os_string(),
-                concat("--pack=", spec.pack.as_ref()),
-                concat("--file-path=", spec.entry_point.as_os_str()),
-                concat("--class-name=", class_name.as_ref()),
+                crate::runner::script::os_concat("--pack=", spec.pack.as_ref()),
+                crate::runner::script::os_concat("--file-path=", spec.entry_point.as_os_str()),
+                crate::runner::script::os_concat("--class-name=", class_name.as_ref()),
             ];
             if let Some(seconds) = poll_interval {
                 args.push(format!("--poll-interval={seconds}").into());
@@ -88,7 +88,7 @@ pub fn launch_for(spec: &SensorSpec) -> Launch {
             if let Some(inherited) = std::env::var_os("PYTHONPATH").filter(|p| !p.is_empty()) {
                 pythonpath.push(inherited);
             }
-            env.push(("PYTHONPATH".into(), join_paths(&pythonpath)));
+            env.push(("PYTHONPATH".into(), crate::runner::script::join_paths(&pythonpath)));
             Launch {
                 program: spec.python.clone(),
                 args,
@@ -122,23 +122,6 @@ pub fn launch_for(spec: &SensorSpec) -> Launch {
         }
     }
     Launch { env, ..launch }
-}
-
-fn concat(prefix: &str, value: &std::ffi::OsStr) -> OsString {
-    let mut s = OsString::from(prefix);
-    s.push(value);
-    s
-}
-
-fn join_paths(parts: &[OsString]) -> OsString {
-    let mut joined = OsString::new();
-    for (i, part) in parts.iter().enumerate() {
-        if i > 0 {
-            joined.push(":");
-        }
-        joined.push(part);
-    }
-    joined
 }
 
 /// A spawned sensor and its pipes (taken by the reader).
