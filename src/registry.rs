@@ -140,6 +140,18 @@ impl Registry {
         self.webhooks.contains_key(&normalize_hook(url))
     }
 
+    /// Enabled policies that apply to `action`: those naming it, and Attune pack-scope
+    /// policies (no action) of its pack.
+    pub fn policies_for<'a>(
+        &'a self,
+        action: &'a str,
+    ) -> impl Iterator<Item = (&'a Arc<Pack>, &'a crate::pack::Policy)> + 'a {
+        let pack = action.split_once('.').map(|x| x.0).unwrap_or("");
+        self.packs.values().flat_map(|p| p.policies.iter().map(move |x| (p, x))).filter(move |(p, x)| {
+            x.enabled && (x.resource.as_deref() == Some(action) || (x.resource.is_none() && p.ref_ == pack))
+        })
+    }
+
     pub fn sensors(&self) -> impl Iterator<Item = (&Arc<Pack>, &Sensor)> {
         self.packs.values().flat_map(|p| p.sensors.iter().map(move |s| (p, s)))
     }

@@ -340,7 +340,8 @@ async fn process(agent: &Rc<Agent>, p: Pending) {
                         };
                         let a = a.clone();
                         crate::log_info!("rule {rule} matched trigger instance {}: execution {exec_id} {action}", p.id);
-                        let origin = exec::Origin { rule: Some(rule.clone()), trigger: Some(p.trigger.clone()) };
+                        let origin =
+                            exec::Origin { rule: Some(rule.clone()), trigger: Some(p.trigger.clone()), attempt: 0 };
                         agent.ex.spawn(exec::run(agent.clone(), exec_id, pack, a, r.values, origin)).detach();
                     }
                     (resolved, _) => {

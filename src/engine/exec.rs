@@ -26,6 +26,8 @@ pub const DEFAULT_TIMEOUT_SECS: u64 = 600;
 pub struct Origin {
     pub rule: Option<String>,
     pub trigger: Option<String>,
+    /// Retries already made by a retry policy (0 for a first attempt).
+    pub attempt: u64,
 }
 
 fn timeout_secs(action: &Action, params: &Map<String, Value>) -> u64 {
@@ -122,6 +124,29 @@ pub async fn run(
     // Registered before waiting for a slot, so a cancel that arrives meanwhile is seen.
     let (cancel_tx, cancel_rx) = smol::channel::bounded::<()>(1);
     agent.running.borrow_mut().insert(id, cancel_tx);
+    // Policies first (they may hold the execution in `delayed`), then a global slot.
+    let reg = agent.registry();
+    let on_delay = || {
+        let store = agent.store.clone();
+        agent
+            .ex
+            .spawn(async move {
+                let _ = store.set_execution_status(id, ExecStatus::Delayed, None).await;
+            })
+            .detach();
+    };
+    let _policy_guards = match agent.policies.admit(&reg, &action, &params, on_delay).await {
+        super::policy::Admission::Run(guards) => guards,
+        super::policy::Admission::Cancel(reason) => {
+            agent.running.borrow_mut().remove(&id);
+            crate::log_info!("execution {id} {}: {reason}", action.ref_);
+            let mut c = failed(reason);
+            c.status = ExecStatus::Canceled;
+            let _ = agent.store.complete_execution(id, c).await;
+            agent.after_execution(id).await;
+            return;
+        }
+    };
     let _slot = agent.slots.acquire().await;
     if cancel_rx.try_recv().is_ok() {
         // Canceled while queued: the store already says so; nothing was started.
@@ -144,6 +169,55 @@ pub async fn run(
     }
     crate::log_info!("execution {id} {} {}", action.ref_, status.as_str());
     agent.after_execution(id).await;
+    drop(_policy_guards);
+    if let Some(r) = super::policy::retry(&agent.registry(), &action, status, origin.attempt) {
+        let a = agent.clone();
+        agent.ex.spawn(retry(a, id, pack, action, params, origin, r)).detach();
+    }
+}
+
+/// A retry policy's new attempt: a new execution with the same parameters, after the delay.
+async fn retry(
+    agent: Rc<Agent>,
+    previous: i64,
+    pack: Arc<Pack>,
+    action: Action,
+    params: Map<String, Value>,
+    origin: Origin,
+    r: super::policy::Retry,
+) {
+    smol::Timer::after(r.delay).await;
+    let context = json!({
+        "user": "stanley",
+        "source": "policy",
+        "policies": {"retry": {"applied_policy": r.policy, "retry_count": r.attempt, "retried_liveaction_id": previous}},
+    });
+    let masked = super::params::mask(&action, &params);
+    let id = match agent
+        .store
+        .create_execution(crate::store::NewExecution {
+            action_ref: action.ref_.clone(),
+            runner: action.runner.name().to_string(),
+            status: ExecStatus::Scheduled,
+            parameters: Value::Object(masked),
+            context,
+            parent_id: None,
+        })
+        .await
+    {
+        Ok(id) => id,
+        Err(e) => {
+            crate::log_error!("retry of execution {previous}: cannot store the new execution: {e}");
+            return;
+        }
+    };
+    crate::log_info!(
+        "execution {previous} {}: retry {} as execution {id} (policy {})",
+        action.ref_,
+        r.attempt,
+        r.policy
+    );
+    run(agent, id, pack, action, params, Origin { attempt: r.attempt, ..origin }).await;
 }
 
 async fn dispatch(

@@ -12,6 +12,7 @@ pub mod http_runner;
 pub mod kv;
 pub mod ops;
 pub mod params;
+pub mod policy;
 pub mod reload;
 pub mod schedule;
 pub mod sensors;
@@ -95,6 +96,8 @@ pub struct Agent {
     /// One reload at a time: each builds on the registry the previous one left.
     pub reload_lock: smol::lock::Mutex<()>,
     sensors: crate::sensor::Supervisor,
+    /// Concurrency and rate state of policies.
+    pub policies: policy::Policies,
     /// The trigger instances each running sensor was started with.
     pub sensor_triggers: RefCell<HashMap<String, Value>>,
 }
@@ -279,6 +282,7 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
             crate::sensor::Timings::default(),
         ),
         sensor_triggers: RefCell::new(HashMap::new()),
+        policies: policy::Policies::default(),
         slots: smol::lock::Semaphore::new(settings.max_concurrent.max(1)),
         settings,
         store: store.clone(),
