@@ -225,6 +225,8 @@ fn crashing_and_broken_sensors_are_restarted_visibly_and_the_agent_stays_healthy
     assert!(syn["last_stderr"].to_string().to_lowercase().contains("syntax"), "{syn}");
     // The agent is fine, and the table view works.
     assert_eq!(http(a.port, "GET", "/health", &[], b"").0, 200);
+    let (_, _, metrics) = http(a.port, "GET", "/metrics", &[], b"");
+    assert!(metrics.contains("packd_sensors{state=\"backoff\"}"), "{metrics}");
     let table = stdout(&a.cli(&["sensor", "list"]));
     assert!(table.contains("bad.Crash"), "{table}");
     assert!(a.cli(&["sensor", "restart", "bad.Crash"]).status.success());

@@ -114,6 +114,15 @@ impl Ingest for HttpIngest {
             "# HELP packd_running_executions Executions running now.\n# TYPE packd_running_executions gauge\npackd_running_executions {}",
             a.running.borrow().len()
         );
+        let mut states: std::collections::BTreeMap<&'static str, u64> =
+            ["starting", "running", "backoff", "failed", "stopped"].iter().map(|s| (*s, 0)).collect();
+        for st in a.sensors().statuses() {
+            *states.entry(st.state.as_str()).or_default() += 1;
+        }
+        let _ = writeln!(out, "# HELP packd_sensors Sensors by state.\n# TYPE packd_sensors gauge");
+        for (state, n) in states {
+            let _ = writeln!(out, "packd_sensors{{state=\"{state}\"}} {n}");
+        }
         let reg = a.registry();
         let _ = writeln!(
             out,
