@@ -33,6 +33,10 @@ fn fixture_packs(d: &Dir) {
     };
     d.write("packs/hello_st2/pack.yaml", manifest);
     d.write("packs/hello_st2/actions/greet.yaml", greet);
+    d.write(
+        "packs/hello_st2/aliases/alias1.yaml",
+        "name: greet\npack: hello_st2\ndescription: \"Greet StackStorm\"\naction_ref: \"hello_st2.greet\"\nformats:\n  - \"greet {{greeting}}\"\n",
+    );
     d.write("packs/hello_st2/actions/greet.sh", "#!/bin/sh\necho \"$1, StackStorm!\"\n");
     chmod_x(&d.join("packs/hello_st2/actions/greet.sh"));
 
@@ -328,4 +332,20 @@ fn cancel_a_running_execution() {
         (s == "canceled").then_some(())
     });
     assert!(done.is_some(), "{}", a.json(&["execution", "get", &id, "--json"]));
+}
+
+#[test]
+fn alias_match_and_run() {
+    let d = Dir::new();
+    let a = start(&d);
+    let m = a.json(&["alias", "match", "greet Yo", "--json"]);
+    assert_eq!(m["alias"], "hello_st2.greet");
+    assert_eq!(m["parameters"]["greeting"], "Yo");
+    let o = a.cli(&["alias", "run", "greet \"Good day\"", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let e: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(e["result"]["stdout"], "Good day, StackStorm!");
+    let o = a.cli(&["alias", "run", "wave hello"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("matched no patterns"), "{}", stderr(&o));
 }

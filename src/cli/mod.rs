@@ -3,6 +3,7 @@
 //! agent talk to it over its admin socket. This module parses and prints; it owns no state.
 
 pub mod action;
+pub mod alias;
 pub mod events;
 pub mod execution;
 pub mod key;
@@ -60,6 +61,9 @@ pub enum Command {
     /// The datastore: set, get, list, delete.
     #[command(subcommand)]
     Key(key::KeyCmd),
+    /// Action aliases: list, match, run.
+    #[command(subcommand)]
+    Alias(alias::AliasCmd),
 }
 
 /// Exit codes, as documented in the README: 0 = success, 1 = the thing checked or run failed,
@@ -81,6 +85,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::TriggerInstance(cmd) => events::trigger_instance(cmd, &data),
         Command::Sensor(cmd) => sensor::run(cmd, &data),
         Command::Key(cmd) => key::run(cmd, &data),
+        Command::Alias(cmd) => alias::run(cmd, &data),
     }
 }
 

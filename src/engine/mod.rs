@@ -6,6 +6,7 @@
 //! (template rendering that may read the datastore, HTTP requests) goes to the blocking pool;
 //! child processes are always spawned from the main thread. SQL runs on the store's own threads.
 
+pub mod alias;
 pub mod events;
 pub mod exec;
 pub mod http_runner;

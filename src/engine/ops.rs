@@ -33,6 +33,9 @@ impl Handler for Ops {
                 "kv.list" => self.kv_list(&req).await,
                 "trigger.list" => Ok(self.trigger_list()),
                 "pack.list" => Ok(self.pack_list()),
+                "alias.list" => Ok(self.alias_list()),
+                "alias.match" => self.alias_match(&req).map(|(m, _)| m),
+                "alias.run" => self.alias_run(&req).await,
                 "sensor.list" => Ok(self.sensor_list()),
                 "sensor.get" => self.sensor_get(&req),
                 "sensor.restart" => self.sensor_restart(&req),
@@ -287,6 +290,69 @@ impl Ops {
 }
 
 impl Ops {
+    fn alias_list(&self) -> Value {
+        let reg = self.agent.registry();
+        Value::Array(
+            reg.packs
+                .values()
+                .flat_map(|p| p.aliases.iter())
+                .map(|a| {
+                    let formats: Vec<&str> = a.formats.iter().map(|f| f.display.as_str()).collect();
+                    json!({"ref": a.ref_, "action": a.action, "enabled": a.enabled, "formats": formats, "description": a.description})
+                })
+                .collect(),
+        )
+    }
+
+    fn alias_match(&self, req: &Value) -> Result<(Value, Map<String, Value>), OpError> {
+        let command = str_arg(req, "command")?;
+        let reg = self.agent.registry();
+        let m = super::alias::find(reg.packs.values().flat_map(|p| p.aliases.iter()), command)
+            .map_err(|e| OpError::new("no_match", e.to_string()))?;
+        let alias = reg.packs.values().flat_map(|p| p.aliases.iter()).find(|a| a.ref_ == m.alias);
+        let immutable = alias.and_then(|a| a.immutable_parameters.as_object().cloned()).unwrap_or_default();
+        if let Some(k) = m.params.keys().find(|k| immutable.contains_key(*k)) {
+            return Err(OpError::invalid(format!("Immutable arguments cannot be overriden: {k}")));
+        }
+        let v = json!({"alias": m.alias, "action": m.action, "format": m.format, "parameters": m.params});
+        let mut params = m.params;
+        params.extend(immutable);
+        Ok((v, params))
+    }
+
+    async fn alias_run(&self, req: &Value) -> Result<Value, OpError> {
+        let (m, params) = self.alias_match(req)?;
+        let action_ref = m["action"].as_str().unwrap_or("").to_string();
+        let reg = self.agent.registry();
+        let (_, action) =
+            reg.action(&action_ref).ok_or_else(|| OpError::not_found(format!("action {action_ref:?} not found")))?;
+        // Alias values are text; cast them by the action's declared types, as `st2 run` does.
+        let mut supplied = Map::new();
+        for (k, v) in params {
+            let ty = action.parameters.get(&k).and_then(|p| p.ty).map(|t| t.as_str());
+            let v = match v {
+                Value::String(s) => {
+                    cli_cast(ty, &s, None).map_err(|e| OpError::invalid(format!("parameter {k:?}: {e}")))?
+                }
+                other => other,
+            };
+            supplied.insert(k, v);
+        }
+        let context = json!({"user": "stanley", "source": "alias", "alias": m["alias"]});
+        let id =
+            self.agent.request(&action_ref, supplied, context, exec::Origin::default()).await.map_err(|e| match e {
+                RequestError::NotFound(m) => OpError::not_found(format!("action {m:?} not found")),
+                RequestError::Invalid(m) => OpError::invalid(m),
+                RequestError::Internal(m) => OpError::internal(m),
+            })?;
+        if req.get("wait").and_then(Value::as_bool).unwrap_or(true) {
+            self.agent.wait(id).await;
+        }
+        let mut e = self.get(id).await?;
+        e["alias"] = m;
+        Ok(e)
+    }
+
     fn sensor_list(&self) -> Value {
         let reg = self.agent.registry();
         let mut out = Vec::new();
