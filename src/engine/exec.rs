@@ -147,7 +147,9 @@ pub async fn run(
             return;
         }
     };
-    let _slot = agent.slots.acquire().await;
+    // A workflow parent only waits for its children, which take slots themselves; holding one
+    // here could deadlock a full agent.
+    let _slot = if action.runner.is_workflow() { None } else { Some(agent.slots.acquire().await) };
     if cancel_rx.try_recv().is_ok() {
         // Canceled while queued: the store already says so; nothing was started.
         agent.running.borrow_mut().remove(&id);
@@ -245,6 +247,9 @@ async fn dispatch(
         }
         Runner::HttpRequest => {
             return super::http_runner::run(action, params, timeout, cancel).await;
+        }
+        Runner::ActionChain => {
+            return Box::pin(super::chain::run(agent, id, pack, action, params, cancel)).await;
         }
         Runner::LocalShellCmd => {
             let Some(cmd) = params.get("cmd").and_then(Value::as_str) else {

@@ -7,6 +7,7 @@
 //! child processes are always spawned from the main thread. SQL runs on the store's own threads.
 
 pub mod alias;
+pub mod chain;
 pub mod events;
 pub mod exec;
 pub mod http_runner;
