@@ -93,7 +93,17 @@ check_static
 if [ "$run_tests" = 1 ]; then
   if [ -n "${runner:-}" ]; then export "CARGO_TARGET_${T}_RUNNER=$runner"; fi
   echo "== test $target${runner:+ (runner: $runner)}"
-  "${cargo_cmd[@]}" test "${zflags[@]}" "${jobs[@]}" --locked --release --target "$target" "${test_args[@]}"
-  # The integration tests ran target/<T>/release/packd; check it is still the static one.
-  check_static
+  if [ ${#zflags[@]} -gt 0 ]; then
+    # With -Zbuild-std, cargo builds std once per panic strategy into one deps directory, and
+    # rustc then finds two `core`s ("duplicate lang item"): the test harness needs unwinding,
+    # the packd binary the integration tests run has panic=abort. So the test build uses
+    # panic=unwind throughout, in its own target directory (the shipped binary above stays
+    # the panic=abort one).
+    CARGO_TARGET_DIR="$target_dir/build-std-test" CARGO_PROFILE_RELEASE_PANIC=unwind \
+      "${cargo_cmd[@]}" test "${zflags[@]}" "${jobs[@]}" --locked --release --target "$target" "${test_args[@]}"
+  else
+    "${cargo_cmd[@]}" test "${jobs[@]}" --locked --release --target "$target" "${test_args[@]}"
+    # The integration tests ran target/<T>/release/packd; check it is still the static one.
+    check_static
+  fi
 fi
