@@ -349,3 +349,32 @@ fn alias_match_and_run() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("matched no patterns"), "{}", stderr(&o));
 }
+
+#[test]
+fn dynamic_config_values_are_rendered_and_secrets_decrypted() {
+    let d = Dir::new();
+    fixture_packs(&d);
+    d.write("packs/dyn/pack.yaml", "name: dyn\ndescription: d\nversion: 1.0.0\nauthor: me\n");
+    d.write("packs/dyn/config.schema.yaml", "host:\n  type: string\ntoken:\n  type: string\n  secret: true\n");
+    d.write("configs/dyn.yaml", "host: \"{{ st2kv.system.dyn_host }}\"\ntoken: \"{{ st2kv.system.dyn_token }}\"\n");
+    d.write("packs/dyn/actions/show.yaml", "name: show\nrunner_type: python-script\nentry_point: show.py\n");
+    d.write(
+        "packs/dyn/actions/show.py",
+        "from st2common.runners.base_action import Action\n\nclass Show(Action):\n    def run(self):\n        return {'host': self.config['host'], 'token_ok': self.config['token'] == 'tok-42'}\n",
+    );
+    d.write(
+        "packs/dyn/actions/echo_host.yaml",
+        "name: echo_host\nrunner_type: local-shell-cmd\nparameters:\n  cmd: {default: 'echo {{ config_context.host }}', immutable: true}\n",
+    );
+    let core = shipped_packs();
+    let a = Agent::start(&d, &[&core, &d.join("packs")], &["--configs", &d.s("configs")]);
+    assert!(a.cli(&["key", "set", "dyn_host", "gw-1"]).status.success());
+    assert!(a.cli(&["key", "set", "dyn_token", "tok-42", "--secret"]).status.success());
+    let (code, e) = run_action(&a, &["dyn.show"]);
+    assert_eq!(code, 0, "{e}\n{}", a.log_text());
+    assert_eq!(e["result"]["result"]["host"], "gw-1");
+    assert_eq!(e["result"]["result"]["token_ok"], true);
+    let (code, e) = run_action(&a, &["dyn.echo_host"]);
+    assert_eq!(code, 0, "{e}");
+    assert_eq!(e["result"]["stdout"], "gw-1");
+}

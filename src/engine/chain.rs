@@ -189,12 +189,12 @@ async fn child(
         let (a, p, env, store, ctx) =
             (action.clone(), pack.clone(), agent.templates.clone(), agent.store.clone(), context.clone());
         smol::unblock(move || {
-            let cx =
-                params::Context { trigger: None, action_context: ctx, config: p.config.clone(), extra: Map::new() };
-            params::resolve(&a, supplied, &cx, &env, Some(&StoreKv(store)))
+            let kv = StoreKv(store);
+            let config = params::dynamic_config(&p.config, &p.config_schema, &env, Some(&kv))?;
+            let cx = params::Context { trigger: None, action_context: ctx, config, extra: Map::new() };
+            params::resolve(&a, supplied, &cx, &env, Some(&kv)).map_err(|e| e.to_string())
         })
-        .await
-        .map_err(|e| e.to_string())?
+        .await?
     };
     let cid = agent
         .store

@@ -256,7 +256,12 @@ fn decide(reg: &Registry, p: &Pending, env: &TemplateEnv, store: &Store) -> Vec<
                 extra,
             };
             let resolved = if action.enabled {
-                params::resolve(action, supplied, &cx, env, Some(&kv)).map_err(|e| e.to_string())
+                params::dynamic_config(&action_pack.config, &action_pack.config_schema, env, Some(&kv)).and_then(
+                    |config| {
+                        let cx = params::Context { config, ..cx };
+                        params::resolve(action, supplied, &cx, env, Some(&kv)).map_err(|e| e.to_string())
+                    },
+                )
             } else {
                 Err(format!("Unable to execute. Action {} is disabled.", action.ref_))
             };

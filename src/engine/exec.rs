@@ -303,6 +303,19 @@ async fn dispatch(
                 params.iter().filter(|(k, _)| !runner_names.contains(k)).map(|(k, v)| (k.clone(), v.clone())).collect();
             let action_params = Value::Object(action_params);
             let user_env = env_param(params);
+            // The config the action sees, with its dynamic (`{{ st2kv... }}`) values rendered.
+            let config = {
+                let (c, schema, env, store) =
+                    (pack.config.clone(), pack.config_schema.clone(), agent.templates.clone(), agent.store.clone());
+                match smol::unblock(move || {
+                    super::params::dynamic_config(&c, &schema, &env, Some(&super::kv::StoreKv(store)))
+                })
+                .await
+                {
+                    Ok(c) => c,
+                    Err(e) => return failed(e),
+                }
+            };
             let venv = agent.settings.data_dir.join("virtualenvs").join(&pack.ref_);
             let socket = agent.settings.socket_path();
             runner::st2::python_command(&runner::st2::PythonAction {
@@ -310,7 +323,7 @@ async fn dispatch(
                 pack_dir: &pack.path,
                 entry_point: entry,
                 parameters: &action_params,
-                config: &pack.config,
+                config: &config,
                 log_level: params.get("log_level").and_then(Value::as_str).unwrap_or("DEBUG"),
                 virtualenv: &venv,
                 shim_dir: &agent.settings.shim_dir(),

@@ -137,13 +137,13 @@ impl Agent {
         let store = self.store.clone();
         let (a2, p2, ctx2) = (action.clone(), pack.clone(), context.clone());
         let resolved = smol::unblock(move || {
-            let cx =
-                params::Context { trigger: None, action_context: ctx2, config: p2.config.clone(), extra: Map::new() };
             let kv = kv::StoreKv(store);
-            params::resolve(&a2, supplied, &cx, &env, Some(&kv))
+            let config = params::dynamic_config(&p2.config, &p2.config_schema, &env, Some(&kv))?;
+            let cx = params::Context { trigger: None, action_context: ctx2, config, extra: Map::new() };
+            params::resolve(&a2, supplied, &cx, &env, Some(&kv)).map_err(|e| e.to_string())
         })
         .await
-        .map_err(|e| RequestError::Invalid(e.to_string()))?;
+        .map_err(RequestError::Invalid)?;
         let id = self
             .store
             .create_execution(NewExecution {

@@ -231,3 +231,41 @@ fn topo_order<'a>(names: &[&'a str], deps: &HashMap<&'a str, Vec<&'a str>>) -> R
     }
     Ok(order)
 }
+
+/// StackStorm's dynamic pack config values: every string leaf containing `{{` or `{%` is
+/// rendered with `st2kv` at use time (so a rotated key is picked up without a reload), and a
+/// top-level item marked `secret: true` in the schema is then decrypted. Runs where templates
+/// may read the datastore: off the executor thread.
+pub fn dynamic_config(
+    config: &Value,
+    schema: &crate::pack::schema::ParamSchema,
+    env: &TemplateEnv,
+    kv: Option<&dyn KvSource>,
+) -> Result<Value, String> {
+    let Some(obj) = config.as_object() else { return Ok(config.clone()) };
+    if !has_template(config) {
+        return Ok(config.clone());
+    }
+    let ctx = serde_json::json!({});
+    let mut out = Map::new();
+    for (k, v) in obj {
+        if !has_template(v) {
+            out.insert(k.clone(), v.clone());
+            continue;
+        }
+        let rendered = env
+            .render_value(v, &ctx, kv)
+            .map_err(|e| format!("Failed to render dynamic configuration value for key \"{k}\": {e}"))?;
+        let secret = schema.get(k).is_some_and(|p| p.secret);
+        let value = match (&rendered, secret, kv) {
+            (Value::String(s), true, Some(kv)) if !s.is_empty() => kv
+                .decrypt(crate::expr::KvScope::System, s)
+                .map(Value::String)
+                .map_err(|e| format!("Failed to decrypt dynamic configuration value for key \"{k}\": {e}"))?,
+            (Value::String(s), _, _) if s.is_empty() => Value::Null,
+            _ => rendered,
+        };
+        out.insert(k.clone(), value);
+    }
+    Ok(Value::Object(out))
+}
