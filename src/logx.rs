@@ -1,42 +1,15 @@
 //! Log macros used across the agent: `log_error!`, `log_warn!`, `log_info!`, `log_debug!`.
-//! They format lazily (nothing is built when the level is off) and write one line per event to
-//! stderr. Never pass a secret to them: callers log masked parameters only.
+//! They format lazily (nothing is built when the level is off) and hand the line to
+//! `deploy::logging`, which writes one line per event to stderr (journald priorities under
+//! systemd, timestamps otherwise). Never pass a secret to them: callers log masked values.
 
-use std::sync::atomic::{AtomicU8, Ordering};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Level {
-    Error = 0,
-    Warn = 1,
-    Info = 2,
-    Debug = 3,
-}
-
-static LEVEL: AtomicU8 = AtomicU8::new(Level::Info as u8);
-
-pub fn set_level(l: Level) {
-    LEVEL.store(l as u8, Ordering::Relaxed);
-}
-
-pub fn enabled(l: Level) -> bool {
-    (l as u8) <= LEVEL.load(Ordering::Relaxed)
-}
-
-pub fn log(l: Level, args: std::fmt::Arguments<'_>) {
-    let word = match l {
-        Level::Error => "ERROR",
-        Level::Warn => "WARN",
-        Level::Info => "INFO",
-        Level::Debug => "DEBUG",
-    };
-    eprintln!("{} {word} {args}", jiff::Timestamp::now());
-}
+pub use crate::deploy::logging::Level;
 
 #[macro_export]
 macro_rules! log_at {
     ($lvl:expr, $($t:tt)*) => {
-        if $crate::logx::enabled($lvl) {
-            $crate::logx::log($lvl, format_args!($($t)*));
+        if $crate::deploy::logging::enabled($lvl) {
+            $crate::deploy::logging::log($lvl, format_args!($($t)*));
         }
     };
 }

@@ -21,9 +21,10 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "packd", version, about, long_about = None, propagate_version = true)]
 pub struct Cli {
-    /// State directory of the agent (database, admin socket, key file).
-    #[arg(long, global = true, env = "PACKD_DATA", default_value = "var")]
-    pub data: PathBuf,
+    /// State directory of the agent (database, admin socket, key file) [default: ./var, or the
+    /// `data` of /etc/packd/config.yaml when that file exists]
+    #[arg(long, global = true, env = "PACKD_DATA")]
+    pub data: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -31,7 +32,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the agent: load packs, listen, run executions, until SIGTERM.
-    Serve(serve::ServeArgs),
+    Serve(crate::deploy::config::ServeFlags),
     /// Run an action and wait for its result.
     Run(run::RunArgs),
     /// Inspect and check packs.
@@ -72,9 +73,12 @@ pub const EXIT_FAILED: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let data = cli.data;
+    if let Command::Serve(flags) = cli.command {
+        return serve::run(flags, cli.data);
+    }
+    let data = client_data(cli.data);
     match cli.command {
-        Command::Serve(args) => serve::run(args, data),
+        Command::Serve(_) => unreachable!("handled above"),
         Command::Run(args) => run::run(args, &data),
         Command::Pack(cmd) => pack::run(cmd, &data),
         Command::Execution(cmd) => execution::run(cmd, &data),
@@ -87,6 +91,20 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Key(cmd) => key::run(cmd, &data),
         Command::Alias(cmd) => alias::run(cmd, &data),
     }
+}
+
+/// Where a client command finds the agent: `--data`/`$PACKD_DATA`, else the `data` of the
+/// system configuration file when there is one (a device set up with systemd), else `./var`.
+fn client_data(flag: Option<PathBuf>) -> PathBuf {
+    if let Some(d) = flag {
+        return d;
+    }
+    if std::path::Path::new(crate::deploy::config::DEFAULT_CONFIG_PATH).is_file()
+        && let Ok(c) = crate::deploy::config::load(None)
+    {
+        return c.data;
+    }
+    PathBuf::from(crate::deploy::config::LOCAL_DATA_DIR)
 }
 
 /// One request to the running agent over its admin socket.

@@ -1,65 +1,49 @@
-//! `packd serve`: run the agent.
+//! `packd serve`: resolve the configuration (file, then flags), set up logging, run the agent.
+//! A configuration error is reported before anything starts, with exit code 2.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Args;
-
+use crate::deploy::config::{self, ServeFlags};
 use crate::engine::{self, Settings};
 use crate::store::Synchronous;
+use crate::watch::WatchMode;
 
-#[derive(Debug, Args)]
-pub struct ServeArgs {
-    /// Directories of packs (default: ./packs and ./packs/examples).
-    #[arg(long = "packs")]
-    pub packs: Vec<PathBuf>,
-    /// Directories with StackStorm `<pack>.yaml` configs (default: beside each packs dir).
-    #[arg(long = "configs")]
-    pub configs: Vec<PathBuf>,
-    /// Address of the webhook/health/metrics endpoint.
-    #[arg(long, default_value = "127.0.0.1:9101")]
-    pub listen: SocketAddr,
-    /// Executions running at once.
-    #[arg(long, default_value_t = engine::DEFAULT_MAX_CONCURRENT)]
-    pub max_concurrent: usize,
-    /// Bytes of stdout and of stderr kept per execution.
-    #[arg(long, default_value_t = crate::runner::process::DEFAULT_OUTPUT_CAP)]
-    pub output_cap: usize,
-    /// SQLite durability: normal (WAL, fsync at checkpoints) or full (fsync every commit).
-    #[arg(long, default_value = "normal", value_parser = ["normal", "full"])]
-    pub synchronous: String,
-    /// Shared token webhooks must present (X-Packd-Token, St2-Api-Key or Bearer). Prefer the
-    /// PACKD_WEBHOOK_TOKEN environment variable: arguments are visible to other local users.
-    #[arg(long, env = "PACKD_WEBHOOK_TOKEN", hide_env_values = true)]
-    pub webhook_token: Option<String>,
-    /// HMAC-SHA256 secret for `X-Hub-Signature-256` (GitHub style).
-    #[arg(long, env = "PACKD_WEBHOOK_SECRET", hide_env_values = true)]
-    pub webhook_secret: Option<String>,
-    /// Allow binding beyond loopback without webhook authentication.
-    #[arg(long)]
-    pub allow_insecure_bind: bool,
-    /// How pack changes are noticed: inotify, poll (network filesystems) or off.
-    #[arg(long, default_value = "inotify", value_parser = ["inotify", "poll", "off"])]
-    pub watch: String,
-}
-
-pub fn run(args: ServeArgs, data: PathBuf) -> anyhow::Result<ExitCode> {
-    let data = std::path::absolute(&data)?;
-    let packs: Vec<PathBuf> =
-        super::default_packs(args.packs).into_iter().map(|p| std::path::absolute(&p).unwrap_or(p)).collect();
+pub fn run(mut flags: ServeFlags, data: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    flags.data = data;
+    let cfg = match config::resolve(&flags) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("packd: configuration error: {e}");
+            return Ok(ExitCode::from(e.exit_code()));
+        }
+    };
+    crate::deploy::logging::init(cfg.log_level);
+    // Secrets in `Config` print masked.
+    crate::log_debug!("configuration: {cfg:?}");
+    let abs = |p: PathBuf| std::path::absolute(&p).unwrap_or(p);
+    let packs: Vec<PathBuf> = super::default_packs(cfg.packs.clone()).into_iter().map(abs).collect();
     let settings = Settings {
-        data_dir: data,
+        data_dir: abs(cfg.data.clone()),
         packs,
-        configs: args.configs,
-        listen: args.listen,
-        output_cap: args.output_cap,
-        max_concurrent: args.max_concurrent,
-        synchronous: if args.synchronous == "full" { Synchronous::Full } else { Synchronous::Normal },
-        webhook_token: args.webhook_token,
-        webhook_secret: args.webhook_secret,
-        allow_insecure_bind: args.allow_insecure_bind,
-        watch: crate::watch::WatchMode::parse(&args.watch).unwrap_or(crate::watch::WatchMode::Native),
+        configs: cfg.configs.iter().cloned().map(abs).collect(),
+        listen: cfg.listen,
+        output_cap: cfg.output_cap_bytes,
+        max_concurrent: cfg.max_concurrent_executions,
+        synchronous: match cfg.synchronous {
+            config::Synchronous::Full => Synchronous::Full,
+            config::Synchronous::Normal => Synchronous::Normal,
+        },
+        webhook_token: cfg.webhook_token.as_ref().map(|s| s.expose().to_string()),
+        webhook_secret: cfg.webhook_hmac_secret.as_ref().map(|s| s.expose().to_string()),
+        allow_insecure_bind: cfg.allow_insecure_bind,
+        watch: match cfg.watch {
+            config::Watch::Inotify => WatchMode::Native,
+            config::Watch::Poll => WatchMode::Poll,
+            config::Watch::Off => WatchMode::Off,
+        },
+        retention_days: cfg.retention_days,
+        action_timeout_default: cfg.action_timeout_default,
     };
     engine::serve(settings)?;
     Ok(ExitCode::SUCCESS)

@@ -274,17 +274,17 @@ pub struct ServeFlags {
     /// Directory of pack configs `<pack>.yaml` (repeatable) [default: configs/ beside packs]
     #[arg(long = "configs", value_name = "DIR")]
     pub configs: Vec<PathBuf>,
-    /// State directory [default: ./var, or /var/lib/packd with a config file]
-    #[arg(long, value_name = "DIR")]
+    /// State directory: set from the global `--data` flag by the CLI (not a flag of its own).
+    #[arg(skip)]
     pub data: Option<PathBuf>,
     /// Webhook/health/metrics address [default: 127.0.0.1:9101]
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
-    /// Shared webhook token (visible in `ps`: prefer the config file)
-    #[arg(long, value_name = "TOKEN")]
+    /// Shared webhook token (visible in `ps`: prefer the config file or PACKD_WEBHOOK_TOKEN)
+    #[arg(long, value_name = "TOKEN", env = "PACKD_WEBHOOK_TOKEN", hide_env_values = true)]
     pub webhook_token: Option<Secret>,
-    /// HMAC-SHA256 webhook signature key (visible in `ps`: prefer the config file)
-    #[arg(long, value_name = "SECRET")]
+    /// HMAC-SHA256 webhook signature key (prefer the config file or PACKD_WEBHOOK_SECRET)
+    #[arg(long, value_name = "SECRET", env = "PACKD_WEBHOOK_SECRET", hide_env_values = true)]
     pub webhook_hmac_secret: Option<Secret>,
     /// Allow a non-loopback --listen without webhook authentication
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]

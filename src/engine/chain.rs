@@ -172,8 +172,8 @@ async fn render(agent: &Rc<Agent>, v: Value, ctx: Value) -> Result<Value, String
     smol::unblock(move || env.render_value(&v, &ctx, Some(&StoreKv(store))).map_err(|e| e.to_string())).await
 }
 
-/// Run one node as a child execution and wait for it.
-async fn child(
+/// Run one node (or workflow task) as a child execution and wait for it.
+pub async fn child(
     agent: &Rc<Agent>,
     parent: i64,
     node: &str,

@@ -30,12 +30,13 @@ pub struct Origin {
     pub attempt: u64,
 }
 
-fn timeout_secs(action: &Action, params: &Map<String, Value>) -> u64 {
+fn timeout_secs(action: &Action, params: &Map<String, Value>, agent_default: Option<u64>) -> u64 {
     params
         .get("timeout")
         .and_then(Value::as_u64)
         .filter(|t| *t > 0 && action.runner != Runner::HttpRequest)
         .or(action.timeout)
+        .or(agent_default)
         .unwrap_or(match action.runner {
             Runner::LocalShellCmd | Runner::LocalShellScript => 60,
             _ => DEFAULT_TIMEOUT_SECS,
@@ -231,7 +232,7 @@ async fn dispatch(
     origin: &Origin,
     cancel: smol::channel::Receiver<()>,
 ) -> Completion {
-    let timeout = timeout_secs(action, params);
+    let timeout = timeout_secs(action, params, agent.settings.action_timeout_default);
     let mut env = context_env(agent, id, pack, action, origin);
     let spec = match &action.runner {
         Runner::Noop => {
@@ -250,6 +251,9 @@ async fn dispatch(
         }
         Runner::ActionChain => {
             return Box::pin(super::chain::run(agent, id, pack, action, params, cancel)).await;
+        }
+        Runner::Orquesta | Runner::AttuneWorkflow => {
+            return Box::pin(super::workflow::run(agent, id, pack, action, params, cancel)).await;
         }
         Runner::LocalShellCmd => {
             let Some(cmd) = params.get("cmd").and_then(Value::as_str) else {

@@ -13,12 +13,14 @@ pub mod exec;
 pub mod http_runner;
 pub mod kv;
 pub mod ops;
+pub mod orquesta;
 pub mod params;
 pub mod policy;
 pub mod reload;
 pub mod schedule;
 pub mod sensors;
 pub mod web;
+pub mod workflow;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -59,6 +61,10 @@ pub struct Settings {
     pub webhook_secret: Option<String>,
     pub allow_insecure_bind: bool,
     pub watch: crate::watch::WatchMode,
+    /// Completed executions and events older than this many days are deleted; 0 keeps them.
+    pub retention_days: u64,
+    /// Timeout for actions whose runner and metadata set none.
+    pub action_timeout_default: Option<u64>,
 }
 
 impl Settings {
@@ -105,6 +111,11 @@ pub struct Agent {
 }
 
 impl Agent {
+    /// What the systemd watchdog checks: packs loaded and the store's writer answering.
+    pub fn healthy(&self) -> bool {
+        self.ready.get() && !self.store.is_closed()
+    }
+
     pub fn sensors(&self) -> &crate::sensor::Supervisor {
         &self.sensors
     }
@@ -219,6 +230,14 @@ pub fn load_registry(
 
 /// Run the agent until SIGTERM or SIGINT.
 pub fn serve(settings: Settings) -> anyhow::Result<()> {
+    // systemd's variables are read once, then removed so no action or sensor inherits them (a
+    // child that wrote to NOTIFY_SOCKET could claim readiness for the agent). Still one thread
+    // here, so changing the environment is sound.
+    let notifier = crate::deploy::notify::Notifier::from_env();
+    for var in crate::deploy::notify::SERVICE_ENV_VARS {
+        // SAFETY: no other thread exists yet (the store, executor and watcher start below).
+        unsafe { std::env::remove_var(var) };
+    }
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("cannot create data directory {}", settings.data_dir.display()))?;
     let store =
@@ -334,6 +353,16 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
         }
         agent.start_sensors();
         agent.ready.set(true);
+        // READY=1 only now: packs are loaded, the store is open, the endpoint listens.
+        if let Err(e) = notifier.ready() {
+            crate::log_warn!("cannot notify systemd of readiness: {e}");
+        }
+        let _ = notifier.status(&format!("{} pack(s) loaded", agent.registry().packs.len()));
+        {
+            let a = agent.clone();
+            let n = notifier.clone();
+            agent.ex.spawn(crate::deploy::notify::watchdog_loop(n, move || a.healthy())).detach();
+        }
         crate::log_info!(
             "ready: http://{} (webhooks, /health, /metrics), admin socket {}",
             agent.settings.listen,
@@ -348,6 +377,7 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
                 continue;
             }
             crate::log_info!("received {sig:?}, shutting down");
+            let _ = notifier.stopping();
             break;
         }
         let _ = http_stop_tx.try_send(());
@@ -362,9 +392,21 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
 /// expire; this only reclaims the rows).
 pub const KV_PURGE_INTERVAL: Duration = Duration::from_secs(30);
 
+/// How often old records are deleted when `retention_days` is set.
+pub const RETENTION_INTERVAL: Duration = Duration::from_secs(3600);
+
 async fn housekeeping(agent: Rc<Agent>) {
+    let mut last_retention: Option<std::time::Instant> = None;
     loop {
         smol::Timer::after(KV_PURGE_INTERVAL).await;
+        let days = agent.settings.retention_days;
+        if days > 0 && last_retention.is_none_or(|t| t.elapsed() >= RETENTION_INTERVAL) {
+            last_retention = Some(std::time::Instant::now());
+            match agent.store.purge_completed_older_than(Duration::from_secs(days * 86_400)).await {
+                Ok(r) => crate::log_debug!("retention: {r:?}"),
+                Err(e) => crate::log_warn!("retention purge failed: {e}"),
+            }
+        }
         match agent.store.purge_expired_kv().await {
             Ok(0) => {}
             Ok(n) => crate::log_debug!("deleted {n} expired datastore key(s)"),

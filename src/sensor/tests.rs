@@ -897,7 +897,21 @@ fn a_sensor_dies_with_the_agent() {
     ok(std::fs::write(dir.path().join("orphan.sh"), format!("echo $$ > {}\nexec sleep 60\n", pidfile.display())));
     let module = module_path!();
     let test_name = format!("{}::parent_death_helper", module.split_once("::").map_or(module, |(_, rest)| rest));
-    let mut agent = ok(std::process::Command::new(ok(std::env::current_exe()))
+    // Cross test runs have no binfmt: start the test binary through the same qemu runner.
+    let exe = ok(std::env::current_exe());
+    let runner = std::env::vars()
+        .find(|(k, v)| k.starts_with("CARGO_TARGET_") && k.ends_with("_RUNNER") && !v.trim().is_empty())
+        .map(|(_, v)| v);
+    let mut cmd = match &runner {
+        Some(r) => {
+            let mut parts = r.split_whitespace();
+            let mut c = std::process::Command::new(parts.next().unwrap_or("qemu"));
+            c.args(parts).arg(&exe);
+            c
+        }
+        None => std::process::Command::new(&exe),
+    };
+    let mut agent = ok(cmd
         .args(["--exact", &test_name, "--test-threads=1", "--quiet"])
         .env(HELPER_ENV, dir.path())
         .stdout(std::process::Stdio::null())

@@ -259,6 +259,11 @@ impl Store {
         self.inner.shutdown();
     }
 
+    /// Whether the writer stopped taking writes (after `close`, or if its thread ended).
+    pub fn is_closed(&self) -> bool {
+        self.inner.queue.is_closed()
+    }
+
     /// Path of the database file.
     pub fn db_path(&self) -> &Path {
         &self.inner.db_path

@@ -233,6 +233,11 @@ pub fn http(
     (status, headers, body.to_string())
 }
 
+/// Whether the endpoint on `port` answers `GET /health` with 200 (false while it is not up).
+pub fn healthy(port: u16) -> bool {
+    std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() && http(port, "GET", "/health", &[], b"").0 == 200
+}
+
 pub fn post_json(port: u16, hook: &str, body: &str) -> (u16, Vec<(String, String)>, String) {
     http(port, "POST", &format!("/api/v1/webhooks/{hook}"), &[("Content-Type", "application/json")], body.as_bytes())
 }
