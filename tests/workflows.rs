@@ -107,3 +107,45 @@ fn corpus_echochain_param_runs() {
     let tasks = e["result"]["tasks"].as_array().unwrap();
     assert_eq!(tasks[2]["result"]["stdout"], "c3 c2 c1, input hi");
 }
+
+#[test]
+fn orquesta_sequential_from_the_corpus_runs() {
+    let Some(c) = corpus() else { return };
+    let d = Dir::new();
+    d.write("packs/examples/pack.yaml", std::fs::read_to_string(c.join("st2/examples/pack.yaml")).unwrap());
+    for f in ["orquesta-sequential.yaml"] {
+        d.write(
+            &format!("packs/examples/actions/{f}"),
+            std::fs::read_to_string(c.join(format!("st2/examples/actions/{f}"))).unwrap(),
+        );
+        d.write(
+            &format!("packs/examples/actions/workflows/{f}"),
+            std::fs::read_to_string(c.join(format!("st2/examples/actions/workflows/{f}"))).unwrap(),
+        );
+    }
+    let a = Agent::start(&d, &[&shipped_packs(), &d.join("packs")], &[]);
+    let (code, e) = run_chain(&a, &["examples.orquesta-sequential", "name=Stanley"]);
+    assert_eq!(code, 0, "{e}\n{}", a.log_text());
+    assert_eq!(e["result"]["output"]["greeting"], "Stanley, All your base are belong to us!");
+    let children = a.json(&["execution", "list", "--json"]);
+    assert_eq!(children.as_array().unwrap().len(), 4, "the workflow and its three tasks");
+}
+
+#[test]
+fn attune_workflow_runs_with_items() {
+    let d = Dir::new();
+    d.write("packs/aw/pack.yaml", "ref: aw\nlabel: Attune workflows\nversion: 1.0.0\n");
+    d.write(
+        "packs/aw/actions/fanout.yaml",
+        "ref: aw.fanout\nworkflow_file: workflows/fanout.workflow.yaml\nparameters:\n  names: {type: array, required: true}\n",
+    );
+    d.write(
+        "packs/aw/actions/workflows/fanout.workflow.yaml",
+        "version: 1.0.0\ntasks:\n  - name: greet\n    action: core.echo\n    with_items: \"{{ parameters.names }}\"\n    input:\n      message: \"hi {{ item }}\"\n    next:\n      - when: \"{{ succeeded() }}\"\n        publish:\n          - done: \"{{ result() | length }}\"\noutput_map:\n  count: \"{{ workflow.done }}\"\n",
+    );
+    let a = Agent::start(&d, &[&shipped_packs(), &d.join("packs")], &[]);
+    let (code, e) = run_chain(&a, &["aw.fanout", "names=[\"a\", \"b\", \"c\"]"]);
+    assert_eq!(code, 0, "{e}\n{}", a.log_text());
+    let list = a.json(&["execution", "list", "--action", "core.echo", "--json"]);
+    assert_eq!(list.as_array().unwrap().len(), 3, "{e}");
+}
