@@ -113,7 +113,8 @@ fn orquesta_sequential_from_the_corpus_runs() {
     let Some(c) = corpus() else { return };
     let d = Dir::new();
     d.write("packs/examples/pack.yaml", std::fs::read_to_string(c.join("st2/examples/pack.yaml")).unwrap());
-    for f in ["orquesta-sequential.yaml"] {
+    {
+        let f = "orquesta-sequential.yaml";
         d.write(
             &format!("packs/examples/actions/{f}"),
             std::fs::read_to_string(c.join(format!("st2/examples/actions/{f}"))).unwrap(),
