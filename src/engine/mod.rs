@@ -39,10 +39,6 @@ use crate::pack::{self, LoadOptions, Severity};
 use crate::registry::Registry;
 use crate::store::{self, ExecStatus, NewExecution, Store, StoreOptions};
 
-/// Executions running at once, unless configured. Two cores: more parallel children mostly
-/// adds contention; executions beyond this wait in `scheduled`.
-pub const DEFAULT_MAX_CONCURRENT: usize = 16;
-
 /// How long shutdown waits for canceled executions to finish before leaving them to be marked
 /// `abandoned` at the next start.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
