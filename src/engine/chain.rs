@@ -22,17 +22,7 @@ fn str_of<'a>(node: &'a Value, key: &str) -> Option<&'a str> {
     node.get(key).and_then(Value::as_str)
 }
 
-fn done(status: ExecStatus, result: Value, error: Option<String>) -> Completion {
-    Completion {
-        status,
-        result: Some(result),
-        stdout: String::new(),
-        stderr: String::new(),
-        exit_code: None,
-        error,
-        finished_at: None,
-    }
-}
+use super::exec::completion as done;
 
 /// The start node: `default`, else the first node no transition points to, else the first.
 fn start_node(def: &Value, chain: &[Value]) -> Option<String> {

@@ -52,6 +52,19 @@ fn map_status(s: RunStatus) -> ExecStatus {
     }
 }
 
+/// A completion that is not a process's: a workflow's, an HTTP request's.
+pub fn completion(status: ExecStatus, result: Value, error: Option<String>) -> Completion {
+    Completion {
+        status,
+        result: Some(result),
+        stdout: String::new(),
+        stderr: String::new(),
+        exit_code: None,
+        error,
+        finished_at: None,
+    }
+}
+
 fn failed(error: impl Into<String>) -> Completion {
     let error = error.into();
     Completion {

@@ -19,17 +19,7 @@ pub const MAX_RESPONSE_BYTES: u64 = 4 * 1024 * 1024;
 /// StackStorm's success codes for this runner (`range(200, 207)`).
 const SUCCESS: std::ops::RangeInclusive<u16> = 200..=206;
 
-fn done(status: ExecStatus, result: Value, error: Option<String>) -> Completion {
-    Completion {
-        status,
-        result: Some(result),
-        stdout: String::new(),
-        stderr: String::new(),
-        exit_code: None,
-        error,
-        finished_at: None,
-    }
-}
+use super::exec::completion as done;
 
 fn fail(msg: String) -> Completion {
     done(ExecStatus::Failed, json!({"error": msg}), Some(msg))

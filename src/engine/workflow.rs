@@ -13,17 +13,7 @@ use super::{Agent, kv::StoreKv};
 use crate::pack::{Action, Pack, Runner, WorkflowKind};
 use crate::store::{Completion, ExecStatus};
 
-fn done(status: ExecStatus, result: Value, error: Option<String>) -> Completion {
-    Completion {
-        status,
-        result: Some(result),
-        stdout: String::new(),
-        stderr: String::new(),
-        exit_code: None,
-        error,
-        finished_at: None,
-    }
-}
+use super::exec::completion as done;
 
 fn task_status(s: ExecStatus) -> TaskStatus {
     match s {

@@ -293,8 +293,9 @@ fn dump_at(out: &mut String, v: &Json, style: &JsonStyle, level: usize) -> Resul
     Ok(())
 }
 
-/// A JSON string literal with Python's `ensure_ascii` escaping.
-fn json_str(out: &mut String, s: &str) {
+/// A JSON string literal with Python's `ensure_ascii` escaping (also used by the runner's
+/// `json.dumps`).
+pub fn json_str(out: &mut String, s: &str) {
     out.push('"');
     for c in s.chars() {
         match c {

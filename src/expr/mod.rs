@@ -10,7 +10,7 @@
 
 pub mod cast;
 pub mod criteria;
-mod filters;
+pub mod filters;
 pub mod jsonpath;
 mod kv;
 mod pyre;
