@@ -169,7 +169,9 @@ impl Cx {
     fn new(root: &Path) -> Cx {
         // Absolute, so `..` in a relative packs path (`../packs/x`) is not mistaken for an
         // escape when entry points are normalised.
-        let abs_root = std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());
+        // Lexically normalised too: `/x/main/../shared/p` must compare equal to the normalised
+        // entry points below it even when `shared` is reached through a symlink.
+        let abs_root = normalize(&std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf()));
         Cx {
             root: root.to_path_buf(),
             canon_root: fs::canonicalize(&abs_root).unwrap_or_else(|_| abs_root.clone()),
@@ -311,18 +313,13 @@ impl Cx {
         }
         let base = std::path::absolute(base).unwrap_or_else(|_| base.to_path_buf());
         let joined = if Path::new(rel).is_absolute() { PathBuf::from(rel) } else { base.join(rel) };
-        let mut norm = PathBuf::new();
-        for c in joined.components() {
-            match c {
-                Component::ParentDir => {
-                    if !norm.pop() {
-                        return Err(format!("{rel:?} leaves the pack directory"));
-                    }
-                }
-                Component::CurDir => {}
-                other => norm.push(other),
-            }
+        // `..` may not climb above the filesystem root, and (checked below) not out of the pack.
+        if joined.components().filter(|c| matches!(c, Component::ParentDir)).count()
+            > joined.components().filter(|c| matches!(c, Component::Normal(_))).count()
+        {
+            return Err(format!("{rel:?} leaves the pack directory"));
         }
+        let norm = normalize(&joined);
         let inside = norm.starts_with(&self.abs_root) || norm.starts_with(&self.canon_root);
         if !inside {
             return Err(format!("{rel:?} points outside the pack directory"));
@@ -394,6 +391,21 @@ pub(crate) fn check_trigger_parameters(
         return false;
     }
     true
+}
+
+/// `.` and `..` resolved lexically (no filesystem access, symlinks not followed).
+fn normalize(path: &Path) -> PathBuf {
+    let mut norm = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::ParentDir => {
+                norm.pop();
+            }
+            Component::CurDir => {}
+            other => norm.push(other),
+        }
+    }
+    norm
 }
 
 /// Trim a `serde_json` string field, treating non-strings as absent.
