@@ -136,9 +136,10 @@ fn a_pack_reached_through_a_symlink_and_dot_dot_is_not_mistaken_for_an_escape() 
     let d = Dir::new();
     d.write("real/p/pack.yaml", "name: p\ndescription: d\nversion: 1.0.0\nauthor: me\n");
     d.write("real/p/actions/a.yaml", "name: a\nrunner_type: local-shell-script\nentry_point: a.sh\n");
-    std::fs::create_dir_all(d.join("elsewhere")).unwrap();
-    std::os::unix::fs::symlink(d.join("real"), d.join("elsewhere/link")).unwrap();
-    let path = format!("{}/elsewhere/link/../link/p", d.path().display());
+    // The CI layout: a checkout `main/` and `shared/` beside it, here a symlink.
+    std::fs::create_dir_all(d.join("main")).unwrap();
+    std::os::unix::fs::symlink(d.join("real"), d.join("shared")).unwrap();
+    let path = format!("{}/main/../shared/p", d.path().display());
     let out = run(&["pack", "validate", &path]);
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
 }
