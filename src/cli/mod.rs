@@ -73,23 +73,22 @@ pub const EXIT_FAILED: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    if let Command::Serve(flags) = cli.command {
-        return serve::run(flags, cli.data);
-    }
-    let data = client_data(cli.data);
+    // `serve` takes its data directory from its configuration; clients look for the agent's.
+    let flag = cli.data;
+    let data = || client_data(flag.clone());
     match cli.command {
-        Command::Serve(_) => unreachable!("handled above"),
-        Command::Run(args) => run::run(args, &data),
-        Command::Pack(cmd) => pack::run(cmd, &data),
-        Command::Execution(cmd) => execution::run(cmd, &data),
-        Command::Action(cmd) => action::run(cmd, &data),
-        Command::Trigger(cmd) => events::trigger(cmd, &data),
-        Command::Rule(cmd) => events::rule(cmd, &data),
-        Command::Webhook(cmd) => events::webhook(cmd, &data),
-        Command::TriggerInstance(cmd) => events::trigger_instance(cmd, &data),
-        Command::Sensor(cmd) => sensor::run(cmd, &data),
-        Command::Key(cmd) => key::run(cmd, &data),
-        Command::Alias(cmd) => alias::run(cmd, &data),
+        Command::Serve(flags) => serve::run(flags, flag.clone()),
+        Command::Run(args) => run::run(args, &data()),
+        Command::Pack(cmd) => pack::run(cmd, &data()),
+        Command::Execution(cmd) => execution::run(cmd, &data()),
+        Command::Action(cmd) => action::run(cmd, &data()),
+        Command::Trigger(cmd) => events::trigger(cmd, &data()),
+        Command::Rule(cmd) => events::rule(cmd, &data()),
+        Command::Webhook(cmd) => events::webhook(cmd, &data()),
+        Command::TriggerInstance(cmd) => events::trigger_instance(cmd, &data()),
+        Command::Sensor(cmd) => sensor::run(cmd, &data()),
+        Command::Key(cmd) => key::run(cmd, &data()),
+        Command::Alias(cmd) => alias::run(cmd, &data()),
     }
 }
 

@@ -22,7 +22,7 @@ import os
 import select
 import sys
 
-from packd_client import DatastoreService
+from packd_client import DatastoreDelegation, DatastoreService
 from st2common.runners.base_action import Action
 from st2common.runners.utils import get_action_class_instance
 from st2common.runners.utils import get_logger_for_python_runner_action
@@ -41,7 +41,7 @@ either:
 """.strip()
 
 
-class ActionService(object):
+class ActionService(DatastoreDelegation):
     """What ``self.action_service`` offers an action: datastore access under its local prefix."""
 
     def __init__(self, pack_name, class_name, log_level):
@@ -59,22 +59,6 @@ class ActionService(object):
             )
         return self._datastore_service
 
-    def get_user_info(self):
-        return self.datastore_service.get_user_info()
-
-    def list_values(self, local=True, prefix=None, limit=None, offset=None):
-        return self.datastore_service.list_values(local, prefix, limit=limit, offset=offset)
-
-    def get_value(self, name, local=True, scope="system", decrypt=False):
-        return self.datastore_service.get_value(name, local, scope=scope, decrypt=decrypt)
-
-    def set_value(self, name, value, ttl=None, local=True, scope="system", encrypt=False):
-        return self.datastore_service.set_value(
-            name, value, ttl, local, scope=scope, encrypt=encrypt
-        )
-
-    def delete_value(self, name, local=True, scope="system"):
-        return self.datastore_service.delete_value(name, local, scope=scope)
 
 
 def load_action_class(file_path):

@@ -215,3 +215,25 @@ class DatastoreService(object):
             )
             return False
         return result if isinstance(result, bool) else True
+
+
+class DatastoreDelegation(object):
+    """The datastore half of `action_service` and `sensor_service`: both hand these calls to
+    their `datastore_service` (a DatastoreService with the `<pack>.<Class>:` local prefix)."""
+
+    def get_user_info(self):
+        return self.datastore_service.get_user_info()
+
+    def list_values(self, local=True, prefix=None, limit=None, offset=None):
+        return self.datastore_service.list_values(local, prefix, limit=limit, offset=offset)
+
+    def get_value(self, name, local=True, scope="system", decrypt=False):
+        return self.datastore_service.get_value(name, local, scope=scope, decrypt=decrypt)
+
+    def set_value(self, name, value, ttl=None, local=True, scope="system", encrypt=False):
+        return self.datastore_service.set_value(
+            name, value, ttl, local, scope=scope, encrypt=encrypt
+        )
+
+    def delete_value(self, name, local=True, scope="system"):
+        return self.datastore_service.delete_value(name, local, scope=scope)

@@ -37,6 +37,8 @@ import signal
 import sys
 import threading
 
+from packd_client import DatastoreDelegation
+
 # Seconds to wait for the configuration line on stdin; the agent writes it right after the spawn.
 STDIN_TIMEOUT = 10
 LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
@@ -79,7 +81,7 @@ def trigger_ref(trigger):
     raise ValueError("trigger must be a trigger ref string or a trigger dict, got %r" % (trigger,))
 
 
-class SensorService(object):
+class SensorService(DatastoreDelegation):
     """``self.sensor_service`` / ``self._sensor_service`` of a sensor."""
 
     def __init__(self, pack_name, class_name, channel):
@@ -126,22 +128,6 @@ class SensorService(object):
         except (TypeError, ValueError) as e:
             self._logger.warning("Dropped a trigger that cannot be dispatched: %s", e)
 
-    def get_user_info(self):
-        return self.datastore_service.get_user_info()
-
-    def list_values(self, local=True, prefix=None, limit=None, offset=None):
-        return self.datastore_service.list_values(local, prefix, limit=limit, offset=offset)
-
-    def get_value(self, name, local=True, scope="system", decrypt=False):
-        return self.datastore_service.get_value(name, local, scope=scope, decrypt=decrypt)
-
-    def set_value(self, name, value, ttl=None, local=True, scope="system", encrypt=False):
-        return self.datastore_service.set_value(
-            name, value, ttl, local, scope=scope, encrypt=encrypt
-        )
-
-    def delete_value(self, name, local=True, scope="system"):
-        return self.datastore_service.delete_value(name, local, scope=scope)
 
 
 def take_stdout():
