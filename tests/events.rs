@@ -122,7 +122,7 @@ fn http_errors() {
 fn webhook_token_is_enforced() {
     let d = Dir::new();
     pack(&d);
-    let a = Agent::start(&d, &[&shipped_packs(), &d.join("packs")], &["--webhook-token", "tok-123"]);
+    let a = Agent::start(&d, &[&shipped_packs(), &d.join("packs")], &["--webhook-token", "tok-123-long-enough-token"]);
     assert_eq!(post_json(a.port, "crash", "{}").0, 401);
     let h = |t: &'static str| {
         http(
@@ -135,7 +135,7 @@ fn webhook_token_is_enforced() {
         .0
     };
     assert_eq!(h("wrong"), 403);
-    assert_eq!(h("tok-123"), 202);
+    assert_eq!(h("tok-123-long-enough-token"), 202);
 }
 
 #[test]
