@@ -100,9 +100,10 @@ if [ "$run_tests" = 1 ]; then
     # panic=unwind throughout, in its own target directory (the shipped binary above stays
     # the panic=abort one).
     CARGO_TARGET_DIR="$target_dir/build-std-test" CARGO_PROFILE_RELEASE_PANIC=unwind \
-      "${cargo_cmd[@]}" test "${zflags[@]}" "${jobs[@]}" --locked --release --target "$target" "${test_args[@]}"
+      "${cargo_cmd[@]}" test "${zflags[@]}" "${jobs[@]}" --locked --release --target "$target" --lib --bins --tests "${test_args[@]}"
   else
-    "${cargo_cmd[@]}" test "${jobs[@]}" --locked --release --target "$target" "${test_args[@]}"
+    # --lib --bins --tests: every test there is (the crate has no doc tests).
+    "${cargo_cmd[@]}" test "${jobs[@]}" --locked --release --target "$target" --lib --bins --tests "${test_args[@]}"
     # The integration tests ran target/<T>/release/packd; check it is still the static one.
     check_static
   fi
