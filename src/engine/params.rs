@@ -118,7 +118,7 @@ pub fn resolve(
         let Some((_, v, explicit)) = by_name.get(name).copied() else {
             continue;
         };
-        let p = schema.get(name).expect("declared");
+        let Some(p) = schema.get(name) else { continue };
         let value = match v {
             None => Value::Null,
             Some(v) if has_template(v) => {
