@@ -14,15 +14,13 @@ print a traceback to stderr and exit 1.
 """
 
 import argparse
-import importlib.machinery
-import importlib.util
 import inspect
 import json
 import os
 import select
 import sys
 
-from packd_client import DatastoreDelegation, DatastoreService
+from packd_client import DatastoreDelegation, DatastoreService, import_file
 from st2common.runners.base_action import Action
 from st2common.runners.utils import get_action_class_instance
 from st2common.runners.utils import get_logger_for_python_runner_action
@@ -66,19 +64,8 @@ def load_action_class(file_path):
     file_path = os.path.abspath(file_path)
     if not os.path.isfile(file_path):
         raise Exception('File "%s" has no action class or the file doesn\'t exist.' % file_path)
-    directory = os.path.dirname(file_path)
-    if directory not in sys.path:
-        sys.path.append(directory)
-    module_name = os.path.splitext(os.path.basename(file_path))[0] or "action"
-    # An action file called e.g. "json.py" must not replace the stdlib module for everyone.
-    if module_name in sys.modules:
-        module_name = "packd_action_" + module_name
-    loader = importlib.machinery.SourceFileLoader(module_name, file_path)
-    spec = importlib.util.spec_from_loader(module_name, loader)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
     try:
-        loader.exec_module(module)
+        module = import_file(file_path, "action")
     except Exception:
         sys.stderr.write(
             'Failed to load action class from file "%s" (action file most likely contains '

@@ -237,3 +237,26 @@ class DatastoreDelegation(object):
 
     def delete_value(self, name, local=True, scope="system"):
         return self.datastore_service.delete_value(name, local, scope=scope)
+
+
+def import_file(file_path, kind, after=()):
+    """Import an action or sensor file as a module: its directory (then `after`) appended to
+    sys.path, under a name that cannot replace a module already loaded (a file called
+    "json.py" must not shadow the stdlib for everyone). Import errors propagate."""
+    import importlib.machinery
+    import importlib.util
+    import os
+    import sys
+
+    for directory in [os.path.dirname(file_path)] + list(after):
+        if directory not in sys.path:
+            sys.path.append(directory)
+    module_name = os.path.splitext(os.path.basename(file_path))[0] or kind
+    if module_name in sys.modules:
+        module_name = "packd_%s_%s" % (kind, module_name)
+    loader = importlib.machinery.SourceFileLoader(module_name, file_path)
+    spec = importlib.util.spec_from_loader(module_name, loader)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    loader.exec_module(module)
+    return module

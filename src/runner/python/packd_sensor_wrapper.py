@@ -26,8 +26,6 @@ stand-in (``packd_fallback/eventlet``, last on ``sys.path``) is used.
 
 import argparse
 import atexit
-import importlib.machinery
-import importlib.util
 import inspect
 import json
 import logging
@@ -37,7 +35,7 @@ import signal
 import sys
 import threading
 
-from packd_client import DatastoreDelegation
+from packd_client import DatastoreDelegation, import_file
 
 # Seconds to wait for the configuration line on stdin; the agent writes it right after the spawn.
 STDIN_TIMEOUT = 10
@@ -158,22 +156,10 @@ def load_sensor_class(file_path, class_name):
     file_path = os.path.abspath(file_path)
     if not os.path.isfile(file_path):
         raise LoadError('Sensor file "%s" does not exist.' % file_path)
-    directory = os.path.dirname(file_path)
-    if directory not in sys.path:
-        sys.path.append(directory)
-    # Last of all, after the virtualenv's site-packages: a real eventlet always wins.
-    if FALLBACK_DIR not in sys.path:
-        sys.path.append(FALLBACK_DIR)
-    module_name = os.path.splitext(os.path.basename(file_path))[0] or "sensor"
-    # A sensor file called e.g. "json.py" must not replace the stdlib module for everyone.
-    if module_name in sys.modules:
-        module_name = "packd_sensor_" + module_name
-    loader = importlib.machinery.SourceFileLoader(module_name, file_path)
-    spec = importlib.util.spec_from_loader(module_name, loader)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
     try:
-        loader.exec_module(module)
+        # The fallback eventlet goes last of all, after the virtualenv's site-packages: a real
+        # eventlet always wins.
+        module = import_file(file_path, "sensor", after=[FALLBACK_DIR])
     except Exception:
         LOG.exception(
             'Failed to load sensor class from file "%s" (sensor file most likely contains '
