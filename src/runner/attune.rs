@@ -611,19 +611,7 @@ mod tests {
     }
 
     fn outcome(code: Option<i32>, stdout: &str, stderr: &str) -> ProcessOutcome {
-        ProcessOutcome {
-            exit_code: code,
-            signal: None,
-            timed_out: false,
-            canceled: false,
-            stdout: stdout.into(),
-            stderr: stderr.into(),
-            stdout_truncated: false,
-            stderr_truncated: false,
-            lingering_killed: false,
-            pid: 1,
-            duration: Duration::ZERO,
-        }
+        ProcessOutcome::finished(code, stdout, stderr)
     }
 
     fn check_result(o: &ProcessOutcome, format: OutputFormat, expect: Expect) {

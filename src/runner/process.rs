@@ -127,6 +127,26 @@ pub struct ProcessOutcome {
     pub duration: Duration,
 }
 
+#[cfg(test)]
+impl ProcessOutcome {
+    /// A plain exit with this output, for tests of result parsing.
+    pub fn finished(exit_code: Option<i32>, stdout: &str, stderr: &str) -> ProcessOutcome {
+        ProcessOutcome {
+            exit_code,
+            signal: None,
+            timed_out: false,
+            canceled: false,
+            stdout: stdout.into(),
+            stderr: stderr.into(),
+            stdout_truncated: false,
+            stderr_truncated: false,
+            lingering_killed: false,
+            pid: 1,
+            duration: Duration::ZERO,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SpawnError {
     #[error("cannot start {}{}: {source}", .program.display(), cwd_note(.cwd))]
